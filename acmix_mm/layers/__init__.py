@@ -1,0 +1,11 @@
+"""Plain-PyTorch ACmix building blocks; importing them needs no OpenMMLab package."""
+from .acmix import ACmix, position_grid
+from .conv_path import (build_dep_conv, build_fc, conv_path, conv_path_channels_last, shift_init_,
+                        shift_kernels)
+from .sliding_window_attention import reflect_indices, reflect_pad2d, sliding_window_attention
+
+__all__ = [
+    'ACmix', 'position_grid', 'build_dep_conv', 'build_fc', 'conv_path', 'conv_path_channels_last',
+    'shift_init_',
+    'shift_kernels', 'reflect_indices', 'reflect_pad2d', 'sliding_window_attention'
+]

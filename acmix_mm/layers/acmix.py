@@ -1,0 +1,103 @@
+"""ACmix, ResNet variant: a drop-in replacement for a ``k_conv x k_conv`` convolution.
+
+Pan et al., "On the Integration of Self-Attention and Convolution", CVPR 2022. Submodule and
+parameter names, channel layouts and initialisation follow the reference code, so its weights load
+unchanged (``conv1, conv2, conv3, conv_p, fc, dep_conv, rate1, rate2``).
+"""
+import torch
+from torch import nn
+
+from ._validation import check_heads, check_odd_kernel, check_positive_int
+from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
+from .sliding_window_attention import sliding_window_attention
+
+
+def position_grid(height: int, width: int, dtype: torch.dtype,
+                  device: torch.device) -> torch.Tensor:
+    """Fixed positional grid: channel 0 is ``linspace(-1, 1, W)`` along the width, channel 1
+    ``linspace(-1, 1, H)`` along the height.
+
+    Returns:
+        ``(1, 2, H, W)``.
+    """
+    loc_w = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=device).expand(height, width)
+    loc_h = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=device)[:, None].expand(height, width)
+    return torch.stack([loc_w, loc_h]).unsqueeze(0)
+
+
+class ACmix(nn.Module):
+    """Shared 1x1 projections feeding a sliding-window attention path and a shift-conv path.
+
+    ``out = rate1 * attention + rate2 * convolution``.
+
+    Args:
+        in_channels: ``Cin``.
+        out_channels: ``C``; ``heads`` must divide it.
+        kernel_att: odd attention window ``k_att`` (7 in the paper).
+        heads: ``N``, head dim ``d = C // N``.
+        kernel_conv: odd kernel ``k_conv`` of the convolution path (3 in the paper).
+        stride: output is ``ceil(H / stride) x ceil(W / stride)`` for any ``H, W``.
+        dilation: spacing of the attention window and of ``dep_conv`` (the reference supports 1).
+
+    Shape:
+        ``(B, Cin, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_att: int = 7, heads: int = 4,
+                 kernel_conv: int = 3, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        check_positive_int('in_channels', in_channels)
+        self.head_dim = check_heads('out_channels', out_channels, heads)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.heads = heads
+        self.kernel_att = check_odd_kernel('kernel_att', kernel_att)
+        self.kernel_conv = check_odd_kernel('kernel_conv', kernel_conv)
+        self.stride = check_positive_int('stride', stride)
+        self.dilation = check_positive_int('dilation', dilation)
+
+        self.rate1 = nn.Parameter(torch.empty(1))
+        self.rate2 = nn.Parameter(torch.empty(1))
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=1)  # q
+        self.conv2 = nn.Conv2d(in_channels, out_channels, kernel_size=1)  # k
+        self.conv3 = nn.Conv2d(in_channels, out_channels, kernel_size=1)  # v
+        self.conv_p = nn.Conv2d(2, self.head_dim, kernel_size=1)
+        self.fc = build_fc(heads, kernel_conv, bias=False)
+        self.dep_conv = build_dep_conv(out_channels, self.head_dim, kernel_conv, stride, dilation)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The ACmix-specific initialisation: both rates 0.5 and shift kernels in ``dep_conv``."""
+        self.rate1.fill_(0.5)
+        self.rate2.fill_(0.5)
+        shift_init_(self.dep_conv)
+
+    # mmengine's BaseModule calls ``init_weights`` on children after its own init_cfg.
+    init_weights = reset_parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'ACmix expects input of shape (B, {self.in_channels}, H, W), '
+                             f'got {tuple(x.shape)}')
+        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
+        b, c, h, w = q.shape
+        n, d = self.heads, self.head_dim
+
+        # The spec's logit q(p) . (k(o) + pe(p) - pe(o)) differs from q(p) . (k(o) - pe(o)) by a
+        # term constant over the window, which the softmax removes: fold -pe into the keys.
+        pe = self.conv_p(position_grid(h, w, x.dtype, x.device))  # (1, d, H, W)
+        scale = float(d) ** -0.5
+        att = sliding_window_attention(
+            (q * scale).view(b * n, d, h, w), (k.view(b, n, d, h, w) - pe).view(b * n, d, h, w),
+            v.view(b * n, d, h, w), self.kernel_att, self.stride, self.dilation)
+        out_att = att.reshape(b, c, att.shape[-2], att.shape[-1])
+
+        qkv = torch.cat([q, k, v], dim=1).view(b, 3 * n, d, h, w)
+        out_conv = conv_path(qkv, self.fc, self.dep_conv)
+        return self.rate1 * out_att + self.rate2 * out_conv
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, kernel_att={self.kernel_att}, '
+                f'heads={self.heads}, kernel_conv={self.kernel_conv}, stride={self.stride}, '
+                f'dilation={self.dilation}')

@@ -1,0 +1,89 @@
+"""The convolution path of ACmix (Stage II, shared by the ResNet and Swin variants).
+
+The ``3N`` projected maps of ``d`` channels (``[q heads, k heads, v heads]``) are mixed by a 1x1
+``fc`` into ``k_conv**2`` maps per sub-channel, reordered to channel ``c * k_conv**2 + j`` and fed
+to a grouped ``dep_conv`` whose kernels start as "shift" kernels.
+
+The two submodules live directly on the ACmix modules (reference parameter names ``fc`` and
+``dep_conv``), so this file offers builders and a functional forward rather than a module.
+"""
+import torch
+from torch import nn
+
+
+def build_fc(heads: int, kernel_conv: int, bias: bool) -> nn.Conv2d:
+    """``fc``: 1x1 mixing from the ``3N`` axis to ``k_conv**2`` outputs."""
+    return nn.Conv2d(3 * heads, kernel_conv * kernel_conv, kernel_size=1, bias=bias)
+
+
+def build_dep_conv(channels: int, head_dim: int, kernel_conv: int, stride: int = 1,
+                   dilation: int = 1) -> nn.Conv2d:
+    """``dep_conv``: grouped conv, group ``c`` reads channels ``c*k^2 .. c*k^2 + k^2 - 1``."""
+    conv = nn.Conv2d(kernel_conv * kernel_conv * head_dim, channels, kernel_size=kernel_conv,
+                     stride=stride, padding=dilation * (kernel_conv // 2), dilation=dilation,
+                     groups=head_dim, bias=True)
+    shift_init_(conv)
+    return conv
+
+
+def shift_kernels(out_channels: int, kernel_size: int) -> torch.Tensor:
+    """Shift initialisation: ``w[o, j, j // k, j % k] = 1``, all else 0.
+
+    Returns:
+        Tensor of shape ``(out_channels, k*k, k, k)``.
+    """
+    k2 = kernel_size * kernel_size
+    one = torch.zeros(k2, kernel_size, kernel_size)
+    j = torch.arange(k2)
+    one[j, j // kernel_size, j % kernel_size] = 1.0
+    return one.unsqueeze(0).repeat(out_channels, 1, 1, 1)
+
+
+@torch.no_grad()
+def shift_init_(dep_conv: nn.Conv2d) -> None:
+    """Sets ``dep_conv`` to shift kernels and a zero bias, in place."""
+    dep_conv.weight.copy_(shift_kernels(dep_conv.out_channels, dep_conv.kernel_size[0]))
+    if dep_conv.bias is not None:
+        dep_conv.bias.zero_()
+
+
+def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d) -> torch.Tensor:
+    """Runs ``fc``, the channel reordering and ``dep_conv``.
+
+    Args:
+        qkv: ``(B, 3N, d, H, W)``, axis 1 ordered ``[q heads, k heads, v heads]``.
+        fc: from :func:`build_fc`.
+        dep_conv: from :func:`build_dep_conv`.
+
+    Returns:
+        ``(B, C, H_out, W_out)``, the size set by ``dep_conv``'s stride.
+    """
+    b, t, d, h, w = qkv.shape
+    mixed = fc(qkv.reshape(b, t, d, h * w))  # (B, k^2, d, H*W)
+    return dep_conv(mixed.transpose(1, 2).reshape(b, -1, h, w))
+
+
+def conv_path_channels_last(qkv: torch.Tensor, heads: int, fc: nn.Conv2d,
+                            dep_conv: nn.Conv2d) -> torch.Tensor:
+    """:func:`conv_path` for a channels-last ``[q | k | v]`` map, as the Swin variant has it.
+
+    Channel ``t * d + c`` of ``qkv`` is map ``t = type * N + head``, sub-channel ``c``; ``fc`` runs
+    as a matrix product over ``t`` and its output ``(..., d, k^2)`` already has the channel order
+    ``c * k^2 + j`` that ``dep_conv`` reads, so no reordering copy is made.
+
+    Args:
+        qkv: ``(B, H, W, 3C)``.
+        heads: ``N``.
+
+    Returns:
+        ``(B, H_out, W_out, C)``.
+    """
+    b, h, w, c3 = qkv.shape
+    t = 3 * heads
+    k2 = fc.out_channels
+    mixed = torch.matmul(qkv.reshape(b, h, w, t, c3 // t).transpose(-1, -2),
+                         fc.weight.reshape(k2, t).t())  # (B, H, W, d, k^2)
+    if fc.bias is not None:
+        mixed = mixed + fc.bias
+    out = dep_conv(mixed.reshape(b, h, w, -1).permute(0, 3, 1, 2))
+    return out.permute(0, 2, 3, 1)

@@ -1,0 +1,6 @@
+"""OpenMMLab glue: importing it registers every acmix_mm module."""
+from ..utils import allow_mmengine_checkpoint_globals
+from .backbones import *  # noqa: F401,F403
+from .layers import *  # noqa: F401,F403
+
+allow_mmengine_checkpoint_globals()

@@ -1,0 +1,4 @@
+from .acmix_conv_layer import ACmixConv2d
+from .acmix_window_msa import ACmixShiftWindowMSA, ACmixWindowMSA
+
+__all__ = ['ACmixConv2d', 'ACmixShiftWindowMSA', 'ACmixWindowMSA']

@@ -1,0 +1,3 @@
+_base_ = ['./acmix-resnet50_8xb32_in1k.py']
+
+model = dict(backbone=dict(depth=26))

@@ -1,0 +1,106 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from acmix_mm.layers import ACmix, reflect_pad2d, shift_kernels
+from spec_reference import spec_acmix_from_module, spec_reflect_pad
+
+
+def randomised(m: ACmix) -> ACmix:
+    """Random values everywhere, so that no term of the computation hides behind its init."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    return m
+
+
+@pytest.mark.parametrize('h,w,stride,dilation,k_att,k_conv,heads', [
+    (8, 8, 1, 1, 7, 3, 4),     # the paper's setting
+    (9, 7, 2, 1, 7, 3, 4),     # odd sizes with stride 2 (the reference crashes)
+    (6, 10, 2, 1, 7, 3, 2),
+    (5, 5, 1, 2, 3, 3, 4),     # dilation
+    (3, 2, 1, 1, 7, 5, 1),     # window larger than the map: repeated reflection
+    (1, 1, 2, 1, 7, 3, 4),     # a single pixel
+    (7, 6, 3, 1, 5, 1, 2),     # stride 3, 1x1 conv path
+])
+def test_matches_spec(h, w, stride, dilation, k_att, k_conv, heads):
+    m = randomised(ACmix(6, 8, kernel_att=k_att, heads=heads, kernel_conv=k_conv, stride=stride,
+                         dilation=dilation)).double()
+    x = torch.randn(2, 6, h, w, dtype=torch.float64)
+    out = m(x)
+    assert out.shape == (2, 8, -(-h // stride), -(-w // stride))
+    torch.testing.assert_close(out, spec_acmix_from_module(m, x), rtol=1e-9, atol=1e-9)
+
+
+def test_float32_batch1_matches_spec():
+    m = randomised(ACmix(16, 16, stride=2))
+    x = torch.randn(1, 16, 11, 13)
+    ref = spec_acmix_from_module(m.double(), x.double())
+    out = m.float()(x)
+    torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-4)
+
+
+def test_half_precision_dtypes_run():
+    m = randomised(ACmix(8, 8))
+    x = torch.randn(1, 8, 6, 6)
+    ref = m(x)
+    out = m.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
+
+
+def test_gradcheck_float64():
+    m = randomised(ACmix(4, 4, kernel_att=3, heads=2, stride=2)).double()
+    x = torch.randn(1, 4, 5, 4, dtype=torch.float64, requires_grad=True)
+    params = tuple(m.parameters())
+    assert torch.autograd.gradcheck(lambda x, *ps: m(x), (x, *params))
+
+
+def test_parameter_names_and_init_follow_reference():
+    m = ACmix(64, 64)
+    names = {n for n, _ in m.named_parameters()}
+    assert names == {'rate1', 'rate2', 'conv1.weight', 'conv1.bias', 'conv2.weight', 'conv2.bias',
+                     'conv3.weight', 'conv3.bias', 'conv_p.weight', 'conv_p.bias', 'fc.weight',
+                     'dep_conv.weight', 'dep_conv.bias'}
+    assert m.fc.weight.shape == (9, 12, 1, 1)
+    assert m.dep_conv.weight.shape == (64, 9, 3, 3) and m.dep_conv.groups == 16
+    assert m.rate1.item() == 0.5 and m.rate2.item() == 0.5
+    w = m.dep_conv.weight
+    for j in range(9):  # shift kernel j has its single 1 at (j // 3, j % 3)
+        assert torch.equal(w[:, j].flatten(1).argmax(1), torch.full((64,), j))
+    assert w.sum().item() == 64 * 9 and m.dep_conv.bias.abs().sum() == 0
+
+
+def test_shift_init_makes_dep_conv_a_shift():
+    """With shift kernels, output channel o of group c is input channel (c, j) shifted."""
+    k = shift_kernels(2, 3)
+    x = torch.randn(1, 9, 5, 5)
+    y = F.conv2d(x, k[:1], padding=1)
+    expected = sum(F.pad(x[:, j:j + 1], (1, 1, 1, 1))[..., j // 3:j // 3 + 5, j % 3:j % 3 + 5]
+                   for j in range(9))
+    torch.testing.assert_close(y, expected)
+
+
+@pytest.mark.parametrize('size,pad', [(5, 2), (3, 3), (2, 3), (1, 3), (4, 9)])
+def test_reflect_pad_any_size(size, pad):
+    x = torch.randn(1, 2, size, size + 1)
+    torch.testing.assert_close(reflect_pad2d(x, pad), spec_reflect_pad(x, pad))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(in_channels=8, out_channels=10, heads=4), '`heads` \\(4\\) must divide `out_channels`'),
+    (dict(in_channels=8, out_channels=8, kernel_att=4), '`kernel_att` must be an odd'),
+    (dict(in_channels=8, out_channels=8, kernel_conv=2), '`kernel_conv` must be an odd'),
+    (dict(in_channels=8, out_channels=8, stride=0), '`stride` must be a positive int'),
+    (dict(in_channels=8, out_channels=8, dilation=1.5), '`dilation` must be a positive int'),
+    (dict(in_channels=0, out_channels=8), '`in_channels` must be a positive int'),
+])
+def test_bad_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ACmix(**kwargs)
+
+
+def test_bad_input_shape_is_named():
+    with pytest.raises(ValueError, match=r'expects input of shape \(B, 8, H, W\)'):
+        ACmix(8, 8)(torch.randn(1, 4, 5, 5))

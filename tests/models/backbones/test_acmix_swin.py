@@ -1,0 +1,139 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from acmix_mm.layers import shift_kernels
+from acmix_mm.models.backbones import ACmixSwinTransformer
+from acmix_mm.models.layers import ACmixShiftWindowMSA
+from acmix_mm.models.utils import acmix_swin_converter, load_matching_weights
+from spec_reference import (reference_swin_state_dict, spec_acmix_swin_attention,
+                            spec_acmix_swin_classifier, spec_window_mask)
+
+TINY = dict(embed_dims=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 3, 4), drop_path_rate=0.)
+
+
+def build_classifier(num_classes=10, **backbone):
+    from mmpretrain.registry import MODELS
+    return MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='ACmixSwinTransformer', out_indices=(3, ), **backbone),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes,
+                  in_channels=backbone['embed_dims'] * 8)))
+
+
+def test_registered_in_all_frameworks():
+    from mmdet.registry import MODELS as MMDET
+    from mmpretrain.registry import MODELS as MMPRETRAIN
+    from mmseg.registry import MODELS as MMSEG
+    for registry in (MMDET, MMSEG, MMPRETRAIN):
+        assert registry.module_dict['ACmixSwinTransformer'] is ACmixSwinTransformer
+
+
+def test_converted_reference_classifier_gives_reference_logits(tmp_path):
+    sd = reference_swin_state_dict(**{'embed': 24, 'depths': (2, 2, 2, 2), 'heads': (1, 2, 3, 4)})
+    path = tmp_path / 'acmix_swin_reference.pth'
+    torch.save({'model': sd, 'epoch': 299}, path)
+    model = build_classifier(**TINY, convert_weights=True,
+                             init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    with torch.no_grad():
+        model.head.fc.weight.copy_(sd['head.weight'])
+        model.head.fc.bias.copy_(sd['head.bias'])
+    model = model.double().eval()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    ref = spec_acmix_swin_classifier({k: v.double() for k, v in sd.items()}, x, TINY['depths'],
+                                     TINY['num_heads'])
+    with torch.no_grad():
+        logits = model(x, mode='tensor')
+    torch.testing.assert_close(logits, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('name,depths,heads', [('swin-t', (2, 2, 6, 2), (3, 6, 12, 24)),
+                                               ('swin-s', (2, 2, 18, 2), (3, 6, 12, 24))])
+def test_reference_keys_convert_with_nothing_missing(name, depths, heads):
+    sd = reference_swin_state_dict(embed=96, depths=depths, heads=heads, classes=1000)
+    model = ACmixSwinTransformer(embed_dims=96, depths=depths, num_heads=heads)
+    report = load_matching_weights(model, acmix_swin_converter(sd), source=name)
+    assert report.unused == [] and report.shape_mismatch == []
+    assert sorted(report.from_scratch) == sorted(
+        f'norm{i}.{p}' for i in range(3) for p in ('weight', 'bias'))
+    torch.testing.assert_close(model.norm3.weight, sd['norm.weight'])
+    torch.testing.assert_close(model.stages[2].blocks[5].attn.w_msa.rate2,
+                               sd['layers.2.blocks.5.attn.rate2'])
+    assert model.stages[0].blocks[1].attn.w_msa.dep_conv.bias.abs().sum() == 0
+
+
+@pytest.mark.parametrize('h,w,shift', [(14, 14, 3), (10, 17, 3), (9, 9, 0), (5, 3, 3)])
+def test_shift_window_attention_matches_spec_any_size(h, w, shift):
+    torch.manual_seed(0)
+    attn = ACmixShiftWindowMSA(8, 2, window_size=7, shift_size=shift).double().eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    x = torch.randn(2, h * w, 8, dtype=torch.float64)
+    out = attn(x, (h, w))
+    # spec: zero-pad to window multiples, shift (only if the map exceeds one window), attend
+    hp, wp = -(-h // 7) * 7, -(-w // 7) * 7
+    s = shift if min(h, w) > 7 else 0
+    y = F.pad(x.view(2, h, w, 8), (0, 0, 0, wp - w, 0, hp - h))
+    y = torch.roll(y, (-s, -s), (1, 2))
+    sd = {k: v for k, v in attn.w_msa.state_dict().items()}
+    y = spec_acmix_swin_attention(y, sd, '', 2, 7, spec_window_mask(hp, wp, 7, s) if s else None)
+    y = torch.roll(y, (s, s), (1, 2))[:, :h, :w].reshape(2, h * w, 8)
+    torch.testing.assert_close(out, y, rtol=1e-9, atol=1e-9)
+
+
+def test_arbitrary_input_sizes_and_backward():
+    model = ACmixSwinTransformer(**TINY)
+    outs = model(torch.randn(1, 3, 61, 97))
+    assert [tuple(o.shape) for o in outs] == [(1, 24, 16, 25), (1, 48, 8, 13), (1, 96, 4, 7),
+                                              (1, 192, 2, 4)]
+    sum(o.sum() for o in outs).backward()
+    assert model.stages[0].blocks[1].attn.w_msa.fc.weight.grad.abs().sum() > 0
+
+
+def test_init_keeps_acmix_initialisation():
+    model = ACmixSwinTransformer(**TINY)
+    model.init_weights()
+    msa = model.stages[1].blocks[0].attn.w_msa
+    torch.testing.assert_close(msa.dep_conv.weight, shift_kernels(48, 3))
+    assert msa.rate1.item() == msa.rate2.item() == 0.5
+
+
+def test_with_cp_same_outputs_and_grads():
+    torch.manual_seed(0)
+    plain = ACmixSwinTransformer(**TINY)
+    ckpt = ACmixSwinTransformer(**TINY, with_cp=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    losses = [sum(o.sum() for o in m(x)) for m in (plain, ckpt)]
+    torch.testing.assert_close(losses[0], losses[1])
+    for loss in losses:
+        loss.backward()
+    torch.testing.assert_close(plain.stages[1].blocks[1].attn.w_msa.fc.weight.grad,
+                               ckpt.stages[1].blocks[1].attn.w_msa.fc.weight.grad)
+
+
+def test_frozen_stages_are_frozen():
+    model = ACmixSwinTransformer(**TINY, frozen_stages=1)
+    model.train()
+    frozen = [model.patch_embed, model.stages[0], model.norm0]
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in frozen]
+    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    for m, b in zip(frozen, before):
+        assert all(not p.requires_grad and p.grad is None for p in m.parameters())
+        for k, v in m.state_dict().items():
+            torch.testing.assert_close(v, b[k])
+    assert model.stages[1].blocks[0].attn.w_msa.fc.weight.requires_grad
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(acmix_cfg=dict(kernel=3)), r"unknown `acmix_cfg` keys \['kernel'\]"),
+    (dict(acmix_cfg=dict(kernel_conv=4)), '`kernel_conv` must be an odd'),
+    (dict(acmix_cfg=dict(fc_bias='yes')), '`acmix_cfg.fc_bias` must be True or False'),
+    (dict(embed_dims=30, num_heads=(4, 6, 12, 24)), r'`heads` \(4\) must divide `embed_dims`'),
+])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ACmixSwinTransformer(**kwargs)

@@ -1,0 +1,67 @@
+"""Convert a checkpoint of the reference ACmix code (LeapLabTHU/ACmix; Swin or ResNet variant)
+into one that acmix_mm loads without conversion.
+
+The result holds ``backbone.*`` and ``head.fc.*`` keys: it loads as ``load_from`` of an mmpretrain
+``ImageClassifier`` config (configs/acmix/), and as a backbone through
+``init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')``.
+The source is read without executing pickled code (config objects become placeholders).
+
+    python tools/model_converters/acmix2mm.py acmix_swin_tiny.pth acmix-swin-t_in1k_mm.pth
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('src', help='reference checkpoint ({"model": state_dict, ...} or a '
+                        'state dict, DataParallel prefixes allowed)')
+    parser.add_argument('dst', help='where to write the converted checkpoint')
+    parser.add_argument('--force', action='store_true', help='overwrite an existing DST')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from acmix_mm.models.utils import (convert_reference_classifier, extract_state_dict,
+                                       read_checkpoint)
+    if not os.path.isfile(args.src):
+        sys.exit(f'error: SRC {args.src!r} is not a file')
+    if os.path.exists(args.dst) and not args.force:
+        sys.exit(f'error: DST {args.dst!r} exists; pass --force to overwrite it')
+    state = extract_state_dict(read_checkpoint(args.src))
+    try:
+        variant, converted = convert_reference_classifier(state)
+    except ValueError as e:
+        sys.exit(f'error: {e}')
+    dropped = sorted(k for k in state if k.endswith(('attn_mask', 'relative_position_index')))
+    filled = (sum(k.endswith('dep_conv.weight') for k in state) -
+              sum(k.endswith('dep_conv.bias') for k in state))
+    print(f'{args.src}: reference ACmix-{variant}, {len(state)} tensors -> {len(converted)}')
+    print(f'  backbone tensors: {sum(k.startswith("backbone.") for k in converted)}, '
+          f'head tensors: {sum(k.startswith("head.") for k in converted)}')
+    print(f'  dropped stored buffers: {len(dropped)}; zero dep_conv.bias added: {filled}')
+    for src_key, dst_key in _examples(variant):
+        print(f'  e.g. {src_key} -> {dst_key}')
+    tmp = args.dst + '.tmp'
+    torch.save({'state_dict': converted,
+                'meta': dict(converted_from=os.path.basename(args.src), variant=variant)}, tmp)
+    os.replace(tmp, args.dst)  # never leave a half-written DST behind
+    print(f'saved {args.dst}')
+    return 0
+
+
+def _examples(variant):
+    if variant == 'swin':
+        return [('layers.0.blocks.0.attn.qkv.weight', 'backbone.stages.0.blocks.0.attn.w_msa.qkv.weight'),
+                ('layers.0.blocks.0.mlp.fc1.weight', 'backbone.stages.0.blocks.0.ffn.layers.0.0.weight'),
+                ('norm.weight', 'backbone.norm3.weight'), ('head.weight', 'head.fc.weight')]
+    return [('layer1.0.conv2.conv1.weight', 'backbone.layer1.0.conv2.conv1.weight'),
+            ('fc.weight', 'head.fc.weight')]
+
+
+if __name__ == '__main__':
+    sys.exit(main())
