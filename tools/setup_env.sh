@@ -15,6 +15,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 CACHE="${ACMIX_CACHE:-$HOME/.cache/acmix_mm}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+TORCHVISION_FALLBACK=0.16.2
 STAMP="$VENV/.acmix_setup_ok"
 REQ_HASH="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$0" | sha256sum | cut -c1-16)"
 
@@ -25,6 +26,7 @@ trap 'fail "set-up failed at line $LINENO; the environment is marked incomplete 
 check_stack() {
   "$PY" - <<'PYEOF'
 import torch, mmengine, mmcv, mmdet, mmseg, mmpretrain, acmix_mm
+import mmpretrain.models  # needs torchvision
 from mmcv.ops import RoIAlign, nms  # compiled ops must be present
 assert mmcv.__version__ == '2.1.0', mmcv.__version__
 print(f'[setup] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__} '
@@ -69,6 +71,15 @@ fi
 log "installing the pinned OpenMMLab stack and acmix_mm (editable)"
 "${PIP[@]}" -r "$ROOT/requirements.txt"
 "${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT"
+
+# mmpretrain 1.2.0 imports torchvision when its heads are imported (for box utilities of its
+# multimodal metrics only). PyPI has no torchvision whose compiled ops match the CPU torch 2.13, so
+# unless a working torchvision is present (e.g. one matching a CUDA torch), the pure-Python parts
+# of torchvision 0.16.2 are installed without its torch pin; nothing here uses its compiled ops.
+if ! "$PY" -c 'import torchvision.ops.boxes' 2>/dev/null; then
+  log "installing torchvision $TORCHVISION_FALLBACK (pure-Python parts; see tools/setup_env.sh)"
+  "${PIP[@]}" --no-deps "torchvision==$TORCHVISION_FALLBACK"
+fi
 
 check_stack || fail "the stack does not import; see the error above"
 echo "$REQ_HASH" > "$STAMP"

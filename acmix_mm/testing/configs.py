@@ -1,6 +1,7 @@
 from typing import Optional
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import ConfigDict
+from mmengine.hub import get_config
 
 
 def framework_model_cfg(config: str, backbone_type: Optional[str] = None,
@@ -13,7 +14,7 @@ def framework_model_cfg(config: str, backbone_type: Optional[str] = None,
         offline: drop URL-based pretrained weights (no downloads in smoke runs).
         backbone_overrides: further backbone keys to set.
     """
-    model = Config.fromfile(config).model
+    model = get_config(config).model
     if backbone_type is not None:
         model.backbone.type = backbone_type
     model.backbone.update(backbone_overrides)

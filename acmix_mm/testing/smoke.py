@@ -2,12 +2,14 @@ from typing import Dict, List, Tuple
 
 import torch
 from mmengine.model import revert_sync_batchnorm
-from mmengine.registry import Registry
+from mmengine.registry import Registry, init_default_scope
 from torch import nn
 
 
 def build_model(registry: Registry, model_cfg: dict) -> nn.Module:
-    """Builds and initialises a model; SyncBN becomes BN for single-process runs."""
+    """Builds and initialises a model in the registry's default scope (so that its data
+    preprocessor and heads resolve); SyncBN becomes BN for single-process runs."""
+    init_default_scope(registry.scope)
     model = revert_sync_batchnorm(registry.build(model_cfg))
     model.init_weights()
     return model

@@ -8,6 +8,8 @@ ResNet and the reference ACmix code (``layer1.0.conv2.conv1.weight``, ...).
 import copy
 from typing import Optional
 
+from torch import nn
+
 from mmseg.models.backbones.resnet import Bottleneck, ResNet
 
 from ...layers import ACmix
@@ -63,6 +65,12 @@ class ACmixResNet(ResNet):
             raise ValueError(f'`num_stages` must be 1, 2, 3 or 4, got {num_stages!r}')
         super().__init__(depth, num_stages=num_stages, dcn=dict(type='ACmix', **self.acmix_cfg),
                          stage_with_dcn=(True, ) * num_stages, **kwargs)
+
+    def train(self, mode: bool = True) -> 'nn.Module':
+        """As the parent's (frozen stages, ``norm_eval``), but returns ``self`` like
+        ``nn.Module.train``, so that ``model.eval()`` chains."""
+        super().train(mode)
+        return self
 
     def init_weights(self) -> None:
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]

@@ -1,5 +1,8 @@
 """ACmix-Swin: mmdet's Swin Transformer with ACmix in every (shifted) window attention."""
-from typing import Optional
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
 
 from mmdet.models.backbones.swin import SwinTransformer
 
@@ -44,6 +47,17 @@ class ACmixSwinTransformer(SwinTransformer):
             for block in stage.blocks:
                 block.attn = ACmixShiftWindowMSA.from_shift_window_msa(block.attn,
                                                                        **self.acmix_cfg)
+
+    def train(self, mode: bool = True) -> 'nn.Module':
+        """As the parent's (frozen stages, ``norm_eval``), but returns ``self`` like
+        ``nn.Module.train``, so that ``model.eval()`` chains."""
+        super().train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """A tuple like every other backbone (mmdet's Swin returns a list, which mmpretrain's
+        necks refuse)."""
+        return tuple(super().forward(x))
 
     def init_weights(self) -> None:
         cfg = self.init_cfg

@@ -103,11 +103,13 @@ def test_init_keeps_acmix_initialisation():
 
 def test_with_cp_same_outputs_and_grads():
     torch.manual_seed(0)
-    plain = ACmixSwinTransformer(**TINY)
-    ckpt = ACmixSwinTransformer(**TINY, with_cp=True)
+    plain = ACmixSwinTransformer(**TINY).double()
+    ckpt = ACmixSwinTransformer(**TINY, with_cp=True).double()
     ckpt.load_state_dict(plain.state_dict())
-    x = torch.randn(1, 3, 64, 64)
-    losses = [sum(o.sum() for o in m(x)) for m in (plain, ckpt)]
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    weights = [torch.randn(1, 24 * 2**i, 16 // 2**i, 16 // 2**i, dtype=torch.float64)
+               for i in range(4)]
+    losses = [sum((o * w).sum() for o, w in zip(m(x), weights)) for m in (plain, ckpt)]
     torch.testing.assert_close(losses[0], losses[1])
     for loss in losses:
         loss.backward()
