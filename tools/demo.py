@@ -2,6 +2,8 @@
 classifier configs, one training step and one prediction each on generated images."""
 import time
 
+from mmengine.logging import MMLogger
+
 import acmix_mm  # noqa: F401  (registers the ACmix modules)
 from acmix_mm.testing import (build_model, classification_batch, detection_batch,
                               framework_model_cfg, loss_backward_predict, segmentation_batch)
@@ -17,6 +19,8 @@ CASES = [
 
 
 def main() -> None:
+    # Quiet mmengine's per-parameter initialisation report; warnings still show.
+    MMLogger.get_instance('acmix_demo', log_level='WARNING')
     from mmdet.registry import MODELS as MMDET
     from mmpretrain.registry import MODELS as MMPRETRAIN
     from mmseg.registry import MODELS as MMSEG

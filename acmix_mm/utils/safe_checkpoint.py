@@ -2,8 +2,9 @@
 
 torch loads with ``weights_only=True`` by default and mmengine 0.10.7 calls ``torch.load`` without
 the argument, so resuming a run fails on the non-tensor objects that mmengine itself writes
-(numpy arrays and scalars in the message hub, its ``HistoryBuffer``s, config dicts). Rather than
-turning arbitrary unpickling back on, the exact classes those checkpoints hold are allow-listed.
+(numpy arrays and scalars in the message hub, its ``HistoryBuffer``s and their statistics
+methods, config dicts). Rather than turning arbitrary unpickling back on, the exact classes those
+checkpoints hold are allow-listed, and ``getattr`` resolves only ``HistoryBuffer``'s methods.
 """
 import pickle
 from typing import List
@@ -12,6 +13,20 @@ import numpy as np
 import torch
 
 _done = False
+
+
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def history_buffer_getattr(obj: object, name: str) -> object:
+    """Stands in for ``getattr`` while loading: mmengine's ``HistoryBuffer`` pickles its
+    statistics methods as ``getattr(HistoryBuffer, 'min')`` and so on. Only those resolve."""
+    from mmengine.logging import HistoryBuffer
+    if obj is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(f'checkpoint asks for getattr({obj!r}, {name!r}); only '
+                                 f'HistoryBuffer.{{{", ".join(HISTORY_BUFFER_STATISTICS)}}} are '
+                                 f'allowed')
 
 
 def mmengine_checkpoint_globals() -> List[object]:
@@ -24,7 +39,7 @@ def mmengine_checkpoint_globals() -> List[object]:
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
     return [HistoryBuffer, ConfigDict, _reconstruct, scalar, np.ndarray, np.dtype,
-            *numeric_dtypes]
+            *numeric_dtypes, (history_buffer_getattr, 'builtins.getattr')]
 
 
 def allow_mmengine_checkpoint_globals() -> None:

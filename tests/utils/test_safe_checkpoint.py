@@ -17,9 +17,9 @@ class TinyACmixNet(BaseModel):
         self.acmix = ACmix(3, 4, kernel_att=3, heads=2)
 
     def forward(self, inputs, labels=None, mode='tensor'):
-        out = self.acmix(torch.stack(inputs)).mean((1, 2, 3))
+        out = self.acmix(inputs).mean((1, 2, 3))
         if mode == 'loss':
-            return dict(loss=((out - torch.stack(labels)) ** 2).mean())
+            return dict(loss=((out - labels) ** 2).mean())
         return out
 
 
@@ -68,4 +68,19 @@ def test_arbitrary_objects_are_still_refused(tmp_path):
     with open(path, 'wb') as f:
         torch.save({'state_dict': {}, 'evil': Payload()}, f, pickle_module=pickle)
     with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+class Attribute:
+    """Pickles as ``getattr(OrderedDict, 'fromkeys')``: getattr on an allowed class."""
+
+    def __reduce__(self):
+        from collections import OrderedDict
+        return (getattr, (OrderedDict, 'fromkeys'))
+
+
+def test_getattr_resolves_history_buffer_methods_only(tmp_path):
+    path = tmp_path / 'getattr.pth'
+    torch.save({'f': Attribute()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='only HistoryBuffer'):
         torch.load(path)
