@@ -10,4 +10,4 @@ import importlib.util
 __version__ = '0.1.0'
 
 if importlib.util.find_spec('mmengine') is not None:
-    from . import engine, models  # noqa: F401  (registers the OpenMMLab modules)
+    from . import datasets, engine, models, visualization  # noqa: F401  (registers modules)

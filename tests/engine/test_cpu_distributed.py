@@ -1,0 +1,56 @@
+"""Two CPU processes (gloo) train a demo config through tools/dist_train.sh, as on a cluster."""
+import os
+import socket
+import subprocess
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from acmix_mm.datasets import generate
+from acmix_mm.engine import setup_cpu_distributed
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+CONFIG = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_training_and_checkpoint(tmp_path):
+    ade = generate(str(tmp_path / 'data'), num_train=8, num_val=4, size=64)['ade']
+    work_dir = tmp_path / 'work'
+    options = [f'{loader}.dataset.data_root={ade}'
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    options += ['train_cfg.max_iters=4', 'train_cfg.val_interval=4', 'train_dataloader.batch_size=2',
+                'model.data_preprocessor.size=(64,64)', 'default_hooks.logger.interval=1']
+    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    out = subprocess.run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work_dir),
+                          '--cfg-options', *options], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert 'Distributed training: True' in log and 'mIoU' in log
+
+    ckpt = torch.load(work_dir / 'iter_4.pth', map_location='cpu')
+    assert ckpt['meta']['iter'] == 4
+    from mmseg.registry import MODELS
+    model = MODELS.build(Config.fromfile(os.path.join(ROOT, CONFIG)).model)
+    model.load_state_dict(ckpt['state_dict'])  # strict: no DDP "module." prefixes
+
+
+def test_setup_is_a_no_op_without_launcher():
+    cfg = Config(dict(launcher='none'))
+    assert setup_cpu_distributed(cfg) is False and 'model_wrapper_cfg' not in cfg
+
+
+def test_launcher_without_environment_is_a_clear_error(monkeypatch):
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(RuntimeError, match="needs the environment variables.*torchrun"):
+        setup_cpu_distributed(Config(dict(launcher='pytorch')))
