@@ -31,6 +31,8 @@ def run_job(name, config, keys, out, iters):
         if iters:
             cfg.merge_from_dict({'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters})
         cfg.merge_from_dict(options)
+        # Visualizers are named singletons: a fresh name keeps each run's curves in its log_dir.
+        cfg.visualizer.name = f'visualizer_{work_dir}'
         return Runner.from_cfg(cfg)
 
     print(f'\n=== {name}: {config}', flush=True)

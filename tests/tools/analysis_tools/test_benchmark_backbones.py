@@ -1,0 +1,23 @@
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+def test_benchmark_runs_on_a_tiny_case(tmp_path):
+    out = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/benchmark_backbones.py', '--cases', 'qkv-1x1-512',
+         'acmix-layer-512', '--repeat', '1', '--out', str(tmp_path / 'bench')],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.load(open(tmp_path / 'bench.json'))
+    assert {(r['name'], r['mode']) for r in results} == {
+        (n, m) for n in ('qkv-1x1-512', 'acmix-layer-512') for m in ('infer', 'train')}
+    layer = next(r for r in results if r['name'] == 'acmix-layer-512' and r['mode'] == 'infer')
+    proj = next(r for r in results if r['name'] == 'qkv-1x1-512' and r['mode'] == 'infer')
+    assert layer['params_m'] > proj['params_m'] > 0 and layer['gflops'] > proj['gflops'] > 0
+    md = (tmp_path / 'bench.md').read_text()
+    assert '| acmix-layer-512 | qkv-1x1-512 |' in md and 'x |' in md
+    assert (tmp_path / 'bench.png').stat().st_size > 5000

@@ -1,0 +1,226 @@
+"""Benchmark ACmix backbones against the frameworks' baselines: params, FLOPs (mmengine's
+analysis), inference latency and throughput, training-step time and peak memory.
+
+Every case runs in a fresh process so that peak memory is that case's alone. Writes a markdown
+table (with ratios against the baseline measured in the same run) and a PNG chart.
+
+    python tools/analysis_tools/benchmark_backbones.py --out docs/benchmarks \
+        [--cases acmix-r50 r50 acmix-swin-t swin-t ...] [--infer-size 224] [--train-size 512]
+        [--device cpu|cuda] [--threads 2] [--repeat 5]
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+# name -> (baseline name or None, builder kind, arguments)
+CASES = {
+    'r50': (None, 'mmdet', dict(type='ResNet', depth=50)),
+    'acmix-r50': ('r50', 'mmdet', dict(type='ACmixResNet', depth=50)),
+    'swin-t': (None, 'mmdet', dict(type='SwinTransformer')),
+    'acmix-swin-t': ('swin-t', 'mmdet', dict(type='ACmixSwinTransformer')),
+    'swin-s': (None, 'mmdet', dict(type='SwinTransformer', depths=(2, 2, 18, 2))),
+    'acmix-swin-s': ('swin-s', 'mmdet', dict(type='ACmixSwinTransformer', depths=(2, 2, 18, 2))),
+}
+# ResNet-50 stage shapes of the 3x3 position: (channels, feature size at 224x224)
+for c, s in ((64, 56), (128, 28), (256, 14), (512, 7)):
+    CASES[f'qkv-1x1-{c}'] = (None, 'layer', dict(channels=c, size=s, acmix=False))
+    CASES[f'acmix-layer-{c}'] = (f'qkv-1x1-{c}', 'layer', dict(channels=c, size=s, acmix=True))
+DEFAULT_CASES = ['r50', 'acmix-r50', 'swin-t', 'acmix-swin-t', 'qkv-1x1-64', 'acmix-layer-64',
+                 'qkv-1x1-128', 'acmix-layer-128', 'qkv-1x1-256', 'acmix-layer-256',
+                 'qkv-1x1-512', 'acmix-layer-512']
+
+
+def build(name):
+    import torch
+    from torch import nn
+    _, kind, args = CASES[name]
+    if kind == 'mmdet':
+        import acmix_mm  # noqa: F401
+        from mmdet.registry import MODELS
+        from mmengine.registry import init_default_scope
+        init_default_scope('mmdet')
+        return MODELS.build(dict(args)), None
+    from acmix_mm.layers import ACmix
+    c, s = args['channels'], args['size']
+    if args['acmix']:
+        return ACmix(c, c), s
+
+    class ThreeProjections(nn.Module):
+        """The shared Stage I of ACmix alone: three 1x1 convs."""
+
+        def __init__(self):
+            super().__init__()
+            self.in_channels = c
+            self.q, self.k, self.v = (nn.Conv2d(c, c, 1) for _ in range(3))
+
+        def forward(self, x):
+            return self.q(x) + self.k(x) + self.v(x)
+
+    return ThreeProjections(), s
+
+
+def rss_bytes():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def measure(name, mode, size, device, repeat, batch):
+    """One case in this process: returns a dict of measurements."""
+    import torch
+    from mmengine.analysis import FlopAnalyzer
+    model, fixed = build(name)
+    model.to(device)
+    in_ch = model.in_channels if fixed else 3
+    hw = fixed or size
+    x = torch.randn(batch, in_ch, hw, hw, device=device)
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    result = dict(name=name, mode=mode, size=hw, batch=batch, device=device,
+                  params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+    if mode == 'infer':
+        model.eval()
+        analyzer = FlopAnalyzer(model, (x[:1], ))
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        result['gflops'] = analyzer.total() / 1e9
+        step = lambda: model(x)  # noqa: E731
+        ctx = torch.no_grad
+    else:
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def step():
+            out = model(x)
+            loss = sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
+            loss.backward()
+            for p in params:
+                p.grad = None
+        ctx = torch.enable_grad
+    with ctx():
+        step()  # warm-up
+        sync()
+        if device == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+        base = rss_bytes()
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - t)
+    result['seconds'] = statistics.median(times)
+    result['throughput'] = batch / result['seconds']
+    if device == 'cuda':
+        result['peak_mb'] = torch.cuda.max_memory_allocated() / 2**20
+    else:  # growth of the process's peak resident memory over the state before the steps
+        result['peak_mb'] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 -
+                                base) / 2**20
+    return result
+
+
+def run_case(args, name, mode, size):
+    cmd = [sys.executable, osp.abspath(__file__), '--worker', name, mode, str(size),
+           '--device', args.device, '--repeat', str(args.repeat), '--batch', str(args.batch)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
+    if out.returncode or not lines:
+        raise RuntimeError(f'case {name} {mode} failed:\n{out.stderr[-2000:]}')
+    return json.loads(lines[-1])
+
+
+def table(results):
+    by = {(r['name'], r['mode']): r for r in results}
+    rows = ['| case | baseline | params (M) | GFLOPs | infer latency (ms) | infer ratio | '
+            'train step (ms) | train ratio | train peak mem (MB) | mem ratio |',
+            '|---|---|---|---|---|---|---|---|---|---|']
+    ratios = []
+    for name in dict.fromkeys(r['name'] for r in results):
+        inf, tr = by.get((name, 'infer')), by.get((name, 'train'))
+        base = CASES[name][0]
+        binf, btr = by.get((base, 'infer')), by.get((base, 'train'))
+
+        def ratio(a, b, key):
+            return f'{a[key] / b[key]:.2f}x' if a and b and b[key] else ''
+        rows.append(
+            f'| {name} | {base or "-"} | {inf["params_m"]:.2f} | {inf["gflops"]:.2f} | '
+            f'{inf["seconds"] * 1e3:.1f} | {ratio(inf, binf, "seconds")} | '
+            + (f'{tr["seconds"] * 1e3:.1f} | {ratio(tr, btr, "seconds")} | {tr["peak_mb"]:.0f} | '
+               f'{ratio(tr, btr, "peak_mb")} |' if tr else ' | | | |'))
+        if base and binf:
+            ratios.append((name, inf['seconds'] / binf['seconds'],
+                           tr['seconds'] / btr['seconds'] if tr and btr else None))
+    return '\n'.join(rows), ratios
+
+
+def plot(ratios, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x = range(len(ratios))
+    ax.bar([i - 0.2 for i in x], [r[1] for r in ratios], 0.4, label='inference time ratio')
+    ax.bar([i + 0.2 for i in x], [r[2] or 0 for r in ratios], 0.4, label='training step ratio')
+    ax.axhline(1, color='k', linewidth=0.8)
+    ax.set_xticks(list(x), [r[0] for r in ratios], rotation=20)
+    ax.set_ylabel('ACmix / baseline (same run)')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--worker', nargs=3, metavar=('CASE', 'MODE', 'SIZE'), help=argparse.SUPPRESS)
+    parser.add_argument('--cases', nargs='+', default=DEFAULT_CASES, choices=sorted(CASES))
+    parser.add_argument('--infer-size', type=int, default=224)
+    parser.add_argument('--train-size', type=int, default=512)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
+    parser.add_argument('--repeat', type=int, default=5, help='timed runs per case (median)')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--out', default='docs/benchmarks', help='path prefix of .md and .png')
+    args = parser.parse_args(argv)
+    if args.worker:
+        name, mode, size = args.worker
+        print(json.dumps(measure(name, mode, int(size), args.device, args.repeat, args.batch)))
+        return 0
+    from mmengine.utils import ProgressBar
+    jobs = [(c, m, args.infer_size if m == 'infer' else args.train_size)
+            for c in args.cases for m in ('infer', 'train')]
+    results, bar = [], ProgressBar(len(jobs))
+    for job in jobs:
+        results.append(run_case(args, *job))
+        bar.update()
+    sys.stdout.write('\n')
+    md, ratios = table(results)
+    print(md)
+    os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
+    import platform
+
+    import torch
+    with open(args.out + '.md', 'w') as f:
+        f.write(f'Command: `python tools/analysis_tools/benchmark_backbones.py '
+                f'{" ".join(argv if argv is not None else sys.argv[1:])}`\n\n'
+                f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
+                f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
+                f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
+                f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
+                f'at their ResNet-50 stage size. Median of {args.repeat} runs; peak memory is the '
+                f'growth of the process peak over its state before the timed steps.\n\n{md}\n')
+    with open(args.out + '.json', 'w') as f:
+        json.dump(results, f, indent=1)
+    if ratios:
+        plot(ratios, args.out + '.png')
+    print(f'wrote {args.out}.md, {args.out}.json and {args.out}.png')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
