@@ -49,7 +49,8 @@ def run_job(name, config, keys, out, iters):
     plot_curves(scalars, curves, title=f'{name}: {osp.basename(config)}')
     images = save_predictions(runner, osp.join(out, name, 'predictions'))
     result = dict(config=config, train_minutes=round(minutes, 2),
-                  untrained={k: before[k] for k in keys}, trained={k: after[k] for k in keys},
+                  untrained={k: float(before[k]) for k in keys},
+                  trained={k: float(after[k]) for k in keys},
                   loss_curves=curves, predictions=images)
     return result
 

@@ -67,3 +67,4 @@ log_processor = dict(by_epoch=False)
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(vis_backends=vis_backends)
 auto_scale_lr = dict(enable=False)
+randomness = dict(seed=0)

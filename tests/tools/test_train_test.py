@@ -1,0 +1,48 @@
+"""tools/train.py (with --resume) and tools/test.py (with --show-dir), run as a user runs them."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from acmix_mm.datasets import generate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+CONFIG = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
+
+
+def run(tool, *args):
+    return subprocess.run([sys.executable, f'tools/{tool}', *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_resume_and_test_with_pictures(tmp_path):
+    ade = generate(str(tmp_path / 'data'), num_train=4, num_val=2, size=64)['ade']
+    options = [f'{k}.dataset.data_root={ade}' for k in ('train_dataloader', 'val_dataloader',
+                                                        'test_dataloader')]
+    options += ['model.data_preprocessor.size=(64,64)', 'train_dataloader.batch_size=2']
+    work = str(tmp_path / 'work')
+    out = run('train.py', CONFIG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2',
+              'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2', *options)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = run('train.py', CONFIG, '--work-dir', work, '--resume', '--cfg-options',
+              'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+              'default_hooks.checkpoint.interval=2', *options)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'resumed' in (out.stdout + out.stderr).lower()
+    assert os.path.exists(os.path.join(work, 'iter_4.pth'))
+
+    shows = str(tmp_path / 'shows')
+    out = run('test.py', CONFIG, os.path.join(work, 'iter_4.pth'), '--work-dir', work,
+              '--show-dir', shows, '--cfg-options', *options)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'mIoU' in out.stdout + out.stderr
+    assert len(os.listdir(shows)) == 2
+
+
+def test_missing_files_are_named():
+    out = run('train.py', 'configs/nope.py')
+    assert out.returncode != 0 and "config 'configs/nope.py' does not exist" in out.stderr
+    out = run('test.py', CONFIG, 'missing.pth')
+    assert out.returncode != 0 and "checkpoint 'missing.pth' does not exist" in out.stderr
