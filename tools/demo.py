@@ -12,14 +12,24 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-JOBS = [  # name, config, metrics to report
-    ('detection', 'configs/demo/mask-rcnn_acmix-r26-slim_fpn_demo-shapes.py',
+JOBS = [  # name, config, data format, metrics to report
+    ('detection', 'configs/demo/mask-rcnn_acmix-r26-slim_fpn_demo-shapes.py', 'coco',
      ('coco/bbox_mAP', 'coco/segm_mAP')),
-    ('segmentation', 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py', ('mIoU', )),
+    ('segmentation', 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py', 'ade', ('mIoU', )),
 ]
 
 
-def run_job(name, config, keys, out, iters):
+def data_options(root: str) -> dict:
+    """Config overrides that point every dataloader (and a COCO evaluator) at ``root``."""
+    root = root.rstrip('/') + '/'
+    options = {f'{split}_dataloader.dataset.data_root': root for split in ('train', 'val', 'test')}
+    if osp.exists(osp.join(root, 'annotations', 'instances_val.json')):
+        for split in ('val', 'test'):
+            options[f'{split}_evaluator.ann_file'] = root + 'annotations/instances_val.json'
+    return options
+
+
+def run_job(name, config, data_root, keys, out, iters):
     from mmengine.config import Config
     from mmengine.runner import Runner
 
@@ -30,7 +40,7 @@ def run_job(name, config, keys, out, iters):
         cfg.work_dir = work_dir
         if iters:
             cfg.merge_from_dict({'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters})
-        cfg.merge_from_dict(options)
+        cfg.merge_from_dict({**data_options(data_root), **options})
         # Visualizers are named singletons: a fresh name keeps each run's curves in its log_dir.
         cfg.visualizer.name = f'visualizer_{work_dir}'
         return Runner.from_cfg(cfg)
@@ -67,8 +77,8 @@ def main(argv=None):
     from acmix_mm.datasets import generate
     paths = generate(args.data_root)
     print(f'demo data: {paths["coco"]} (COCO instances), {paths["ade"]} (ADE20K layout)')
-    results = {name: run_job(name, config, keys, args.out, args.iters)
-               for name, config, keys in JOBS}
+    results = {name: run_job(name, config, paths[data], keys, args.out, args.iters)
+               for name, config, data, keys in JOBS}
     with open(osp.join(args.out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2)
     print('\n=== results on the demo validation split (untrained -> trained)')

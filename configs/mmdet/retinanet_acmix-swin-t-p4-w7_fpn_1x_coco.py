@@ -1,14 +1,5 @@
 # RetinaNet, ACmix-Swin-T FPN, 1x on COCO.
-_base_ = 'mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py'
-custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)
+_base_ = ['mmdet::swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py', '../_base_/acmix-swin-t.py']
 
-pretrained = 'checkpoints/acmix_swin_tiny_patch4_window7_224.pth'
-model = dict(backbone=dict(type='ACmixSwinTransformer', convert_weights=True,
-                           init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={
-    'absolute_pos_embed': dict(decay_mult=0.),
-    'relative_position_bias_table': dict(decay_mult=0.),
-    'norm': dict(decay_mult=0.),
-    '.rate1': dict(decay_mult=0.),
-    '.rate2': dict(decay_mult=0.)
-}))
+model = dict(backbone={{_base_.acmix_swin_t_backbone}})
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.acmix_swin_custom_keys}}))

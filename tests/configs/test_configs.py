@@ -12,7 +12,7 @@ from acmix_mm.testing import (build_model, classification_batch, detection_batch
                               loss_backward_predict, segmentation_batch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'configs/*/*.py')))
+CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'configs/[!_]*/*.py')))
 
 
 def registry_and_batch(path, cfg):

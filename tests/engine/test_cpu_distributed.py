@@ -38,7 +38,9 @@ def test_two_process_gloo_training_and_checkpoint(tmp_path):
 
     ckpt = torch.load(work_dir / 'iter_4.pth', map_location='cpu')
     assert ckpt['meta']['iter'] == 4
+    from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+    init_default_scope('mmseg')
     model = MODELS.build(Config.fromfile(os.path.join(ROOT, CONFIG)).model)
     model.load_state_dict(ckpt['state_dict'])  # strict: no DDP "module." prefixes
 

@@ -13,7 +13,9 @@ TINY = dict(embed_dims=24, depths=(2, 2, 2, 2), num_heads=(1, 2, 3, 4), drop_pat
 
 
 def build_classifier(num_classes=10, **backbone):
+    from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')  # earlier tests may have left another default scope
     return MODELS.build(dict(
         type='ImageClassifier',
         backbone=dict(type='ACmixSwinTransformer', out_indices=(3, ), **backbone),

@@ -34,7 +34,9 @@ def convert(src, dst, *extra):
 
 
 def build_classifier(config):
+    from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')  # earlier tests may have left another default scope
     cfg = Config.fromfile(os.path.join(ROOT, 'configs/mmpretrain', config))
     return MODELS.build(cfg.model)
 
