@@ -8,12 +8,12 @@ ResNet and the reference ACmix code (``layer1.0.conv2.conv1.weight``, ...).
 import copy
 from typing import Optional
 
-from torch import nn
 
 from mmseg.models.backbones.resnet import Bottleneck, ResNet
 
 from ...layers import ACmix
 from ...registry import register_in_frameworks
+from .train_returns_self import TrainReturnsSelfMixin
 from ..utils import (acmix_resnet_converter, extract_state_dict, load_matching_weights,
                      read_checkpoint)
 
@@ -21,7 +21,7 @@ ACMIX_DEFAULTS = dict(heads=4, kernel_att=7, kernel_conv=3)
 
 
 @register_in_frameworks
-class ACmixResNet(ResNet):
+class ACmixResNet(TrainReturnsSelfMixin, ResNet):
     """ACmix-ResNet backbone (Pan et al., CVPR 2022) for mmdet, mmseg and mmpretrain.
 
     Takes every argument of mmdet's/mmseg's ``ResNet`` (``depth, num_stages, strides, dilations,
@@ -65,12 +65,6 @@ class ACmixResNet(ResNet):
             raise ValueError(f'`num_stages` must be 1, 2, 3 or 4, got {num_stages!r}')
         super().__init__(depth, num_stages=num_stages, dcn=dict(type='ACmix', **self.acmix_cfg),
                          stage_with_dcn=(True, ) * num_stages, **kwargs)
-
-    def train(self, mode: bool = True) -> 'nn.Module':
-        """As the parent's (frozen stages, ``norm_eval``), but returns ``self`` like
-        ``nn.Module.train``, so that ``model.eval()`` chains."""
-        super().train(mode)
-        return self
 
     def init_weights(self) -> None:
         cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]

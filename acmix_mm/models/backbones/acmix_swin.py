@@ -2,19 +2,19 @@
 from typing import Optional, Tuple
 
 import torch
-from torch import nn
 
 from mmdet.models.backbones.swin import SwinTransformer
 
 from ...registry import register_in_frameworks
 from ..layers import ACmixShiftWindowMSA
+from .train_returns_self import TrainReturnsSelfMixin
 from ..utils import acmix_swin_converter, extract_state_dict, load_matching_weights, read_checkpoint
 
 ACMIX_SWIN_DEFAULTS = dict(kernel_conv=3, fc_bias=True)
 
 
 @register_in_frameworks
-class ACmixSwinTransformer(SwinTransformer):
+class ACmixSwinTransformer(TrainReturnsSelfMixin, SwinTransformer):
     """ACmix-Swin backbone (Pan et al., CVPR 2022) for mmdet, mmseg and mmpretrain.
 
     Takes every argument of mmdet's ``SwinTransformer`` (which covers mmseg's): ``pretrain_img_size,
@@ -47,12 +47,6 @@ class ACmixSwinTransformer(SwinTransformer):
             for block in stage.blocks:
                 block.attn = ACmixShiftWindowMSA.from_shift_window_msa(block.attn,
                                                                        **self.acmix_cfg)
-
-    def train(self, mode: bool = True) -> 'nn.Module':
-        """As the parent's (frozen stages, ``norm_eval``), but returns ``self`` like
-        ``nn.Module.train``, so that ``model.eval()`` chains."""
-        super().train(mode)
-        return self
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """A tuple like every other backbone (mmdet's Swin returns a list, which mmpretrain's
