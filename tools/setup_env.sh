@@ -34,7 +34,13 @@ print(f'[setup] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, 
 PYEOF
 }
 
+build_kernels() {
+  log "building the C++ CPU kernel of acmix_mm (cached; rebuilt when its source changes)"
+  "$PY" -m acmix_mm.layers.kernels.build || fail "the C++ CPU kernel did not build; see above"
+}
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$REQ_HASH" ]] && check_stack 2>/dev/null; then
+  build_kernels
   exit 0
 fi
 
@@ -82,4 +88,5 @@ if ! "$PY" -c 'import torchvision.ops.boxes' 2>/dev/null; then
 fi
 
 check_stack || fail "the stack does not import; see the error above"
+build_kernels
 echo "$REQ_HASH" > "$STAMP"

@@ -5,6 +5,7 @@ parameter names, channel layouts and initialisation follow the reference code, s
 unchanged (``conv1, conv2, conv3, conv_p, fc, dep_conv, rate1, rate2``).
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._validation import check_heads, check_odd_kernel, check_positive_int
@@ -80,21 +81,21 @@ class ACmix(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'ACmix expects input of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
-        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
-        b, c, h, w = q.shape
+        # One product for the three projections; q, k, v are views of its output.
+        weight = torch.cat([self.conv1.weight, self.conv2.weight, self.conv3.weight])
+        bias = torch.cat([self.conv1.bias, self.conv2.bias, self.conv3.bias])
+        qkv = F.conv2d(x, weight, bias)  # (B, 3C, H, W)
+        b, _, h, w = qkv.shape
         n, d = self.heads, self.head_dim
+        q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
 
         # The spec's logit q(p) . (k(o) + pe(p) - pe(o)) differs from q(p) . (k(o) - pe(o)) by a
-        # term constant over the window, which the softmax removes: fold -pe into the keys.
-        pe = self.conv_p(position_grid(h, w, x.dtype, x.device))  # (1, d, H, W)
-        scale = float(d) ** -0.5
-        att = sliding_window_attention(
-            (q * scale).view(b * n, d, h, w), (k.view(b, n, d, h, w) - pe).view(b * n, d, h, w),
-            v.view(b * n, d, h, w), self.kernel_att, self.stride, self.dilation)
-        out_att = att.reshape(b, c, att.shape[-2], att.shape[-1])
-
-        qkv = torch.cat([q, k, v], dim=1).view(b, 3 * n, d, h, w)
-        out_conv = conv_path(qkv, self.fc, self.dep_conv)
+        # term constant over the window, which the softmax removes: only pe(o) is kept.
+        pe = self.conv_p(position_grid(h, w, x.dtype, x.device)).view(d, h, w)
+        att = sliding_window_attention(q, k, v, self.kernel_att, self.stride, self.dilation,
+                                       pe=pe, scale=float(d) ** -0.5)
+        out_att = att.view(b, self.out_channels, att.shape[-2], att.shape[-1])
+        out_conv = conv_path(qkv.view(b, 3 * n, d, h, w), self.fc, self.dep_conv)
         return self.rate1 * out_att + self.rate2 * out_conv
 
     def extra_repr(self) -> str:

@@ -50,17 +50,26 @@ def shift_init_(dep_conv: nn.Conv2d) -> None:
 def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d) -> torch.Tensor:
     """Runs ``fc``, the channel reordering and ``dep_conv``.
 
+    ``fc`` runs as a matrix product; its output is laid out channels-last, in the channel order
+    ``c * k^2 + j`` that ``dep_conv`` reads, because the CPU's grouped convolution is several
+    times faster on channels-last maps.
+
     Args:
         qkv: ``(B, 3N, d, H, W)``, axis 1 ordered ``[q heads, k heads, v heads]``.
         fc: from :func:`build_fc`.
         dep_conv: from :func:`build_dep_conv`.
 
     Returns:
-        ``(B, C, H_out, W_out)``, the size set by ``dep_conv``'s stride.
+        ``(B, C, H_out, W_out)`` (channels-last memory), the size set by ``dep_conv``'s stride.
     """
     b, t, d, h, w = qkv.shape
-    mixed = fc(qkv.reshape(b, t, d, h * w))  # (B, k^2, d, H*W)
-    return dep_conv(mixed.transpose(1, 2).reshape(b, -1, h, w))
+    k2 = fc.out_channels
+    # bmm with the weight expanded: torch.matmul would run this as a slow transposed product.
+    mixed = torch.bmm(fc.weight.view(1, k2, t).expand(b, k2, t), qkv.reshape(b, t, d * h * w))
+    if fc.bias is not None:
+        mixed = mixed + fc.bias.view(k2, 1)
+    mixed = mixed.view(b, k2, d, h, w).permute(0, 3, 4, 2, 1).contiguous()  # (B, H, W, d, k^2)
+    return dep_conv(mixed.view(b, h, w, d * k2).permute(0, 3, 1, 2))
 
 
 def conv_path_channels_last(qkv: torch.Tensor, heads: int, fc: nn.Conv2d,

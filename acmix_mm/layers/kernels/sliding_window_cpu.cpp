@@ -1,0 +1,437 @@
+// Fused sliding-window attention of ACmix's ResNet variant for the CPU.
+//
+// For every (batch, head, output row) the k rows of keys and values that the row's windows touch
+// are gathered once (reflection and the positional term folded in) into small buffers; logits,
+// softmax and the weighted sum then run as contiguous loops over the row's queries, which the
+// compiler vectorises. Nothing k*k times the feature map is stored: the backward recomputes the
+// softmax. Semantics: acmix_mm/layers/kernels/sliding_window_python.py.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+struct Geometry {
+  int64_t d, H, W, Ho, Wo, kernel, stride, dilation, pad, span;
+
+  Geometry(const at::Tensor& q, int64_t kernel_, int64_t stride_, int64_t dilation_)
+      : d(q.size(2)), H(q.size(3)), W(q.size(4)), kernel(kernel_), stride(stride_),
+        dilation(dilation_) {
+    Ho = (H + stride - 1) / stride;
+    Wo = (W + stride - 1) / stride;
+    pad = dilation * (kernel - 1) / 2;
+    span = (Wo - 1) * stride + (kernel - 1) * dilation + 1;
+  }
+  int64_t k2() const { return kernel * kernel; }
+};
+
+inline int64_t reflect(int64_t t, int64_t size) {
+  if (size == 1) return 0;
+  const int64_t period = 2 * (size - 1);
+  t %= period;
+  if (t < 0) t += period;
+  return t >= size ? period - t : t;
+}
+
+// exp for the softmax: Cephes' single-precision polynomial, written so that it vectorises.
+inline float fast_exp(float x) {
+  x = std::max(x, -87.0f);
+  constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504088896341f + round_magic) - round_magic;
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof(float));
+  return p * two_n;
+}
+inline double fast_exp(double x) { return std::exp(x); }
+
+constexpr int64_t kChunk = 16;  // queries per register block
+
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Strided view of one (batch, head) slice of a (B, N, d, H, W) tensor whose last stride is 1.
+template <typename T>
+struct Slice {
+  const T* ptr;
+  int64_t sc, sh;
+  const T* row(int64_t c, int64_t y) const { return ptr + c * sc + y * sh; }
+};
+
+template <typename T>
+Slice<T> slice(const at::Tensor& t, int64_t b, int64_t n) {
+  return {t.data_ptr<T>() + b * t.stride(0) + n * t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// 32-byte vectors (GCC/Clang extension) that may load from unaligned addresses.
+typedef float float_vec __attribute__((vector_size(32), aligned(4)));
+typedef double double_vec __attribute__((vector_size(32), aligned(8)));
+template <typename T> struct VecOf;
+template <> struct VecOf<float> { using type = float_vec; };
+template <> struct VecOf<double> { using type = double_vec; };
+
+// out[x] = sum_r a_r[x] * b_r[x * stride] for the kChunk queries of one chunk (the first `count`
+// are stored), with the rows given by `pair(r, &a_r, &b_r)`; the sums stay in registers.
+template <typename T, typename Pair>
+inline void chunk_dot(T* __restrict__ out, int64_t count, int64_t stride, int64_t rows,
+                      const Pair& pair) {
+  using V = typename VecOf<T>::type;
+  constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
+  V acc[vectors] = {};
+  if (stride == 1) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* a;
+      const T* b;
+      pair(r, &a, &b);
+      for (int64_t v = 0; v < vectors; ++v)
+        acc[v] += *reinterpret_cast<const V*>(a + v * lanes) *
+                  *reinterpret_cast<const V*>(b + v * lanes);
+    }
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* a;
+      const T* b;
+      pair(r, &a, &b);
+      for (int64_t v = 0; v < vectors; ++v) {
+        V bv;
+        for (int64_t x = 0; x < lanes; ++x) bv[x] = b[(v * lanes + x) * stride];
+        acc[v] += *reinterpret_cast<const V*>(a + v * lanes) * bv;
+      }
+    }
+  }
+  if (count == kChunk) {
+    for (int64_t v = 0; v < vectors; ++v) *reinterpret_cast<V*>(out + v * lanes) = acc[v];
+  } else {
+    for (int64_t x = 0; x < count; ++x) out[x] = acc[x / lanes][x % lanes];
+  }
+}
+
+// Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights,
+// logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros; key-indexed rows hold
+// the reflected window columns of each of the k key / value rows.
+template <typename T>
+struct RowWork {
+  const Geometry& g;
+  int64_t padded_wo, lead, qlen, klen;
+  std::vector<int64_t> cols, rows;
+  std::vector<T> keys, values, query, grad, attn, dattn, total;
+
+  explicit RowWork(const Geometry& geo) : g(geo), rows(geo.kernel) {
+    padded_wo = round_up(g.Wo, kChunk);
+    lead = (g.kernel - 1) * g.dilation;
+    qlen = lead + round_up(std::max(padded_wo, g.span), kChunk) + kChunk;
+    klen = std::max(g.span, (padded_wo - 1) * g.stride + lead + 1);
+    cols.resize(g.span);
+    for (int64_t x = 0; x < g.span; ++x) cols[x] = reflect(x - g.pad, g.W);
+    keys.assign(g.d * g.kernel * klen, T(0));
+    values.assign(g.d * g.kernel * klen, T(0));
+    query.assign(g.d * qlen, T(0));
+    grad.assign(g.d * qlen, T(0));
+    attn.assign(g.k2() * qlen, T(0));
+    dattn.assign(g.k2() * qlen, T(0));
+    total.assign(padded_wo, T(0));
+  }
+
+  T* key_row(int64_t c, int64_t i) { return keys.data() + (c * g.kernel + i) * klen; }
+  T* value_row(int64_t c, int64_t i) { return values.data() + (c * g.kernel + i) * klen; }
+  T* query_row(int64_t c) { return query.data() + c * qlen + lead; }
+  T* grad_row(int64_t c) { return grad.data() + c * qlen + lead; }
+  T* attn_row(int64_t o) { return attn.data() + o * qlen + lead; }
+  T* dattn_row(int64_t o) { return dattn.data() + o * qlen + lead; }
+
+  void gather(const Slice<T>& q, const Slice<T>& k, const Slice<T>& v, const T* pe, T scale,
+              int64_t yo) {
+    for (int64_t i = 0; i < g.kernel; ++i)
+      rows[i] = reflect(yo * g.stride - g.pad + i * g.dilation, g.H);
+    for (int64_t c = 0; c < g.d; ++c) {
+      const T* qr = q.row(c, yo * g.stride);
+      T* qo = query_row(c);
+      for (int64_t x = 0; x < g.Wo; ++x) qo[x] = qr[x * g.stride] * scale;
+      for (int64_t i = 0; i < g.kernel; ++i) {
+        const T* kr = k.row(c, rows[i]);
+        const T* vr = v.row(c, rows[i]);
+        T* kd = key_row(c, i);
+        T* vd = value_row(c, i);
+        const T* pr = pe == nullptr ? nullptr : pe + (c * g.H + rows[i]) * g.W;
+        // Columns pad .. pad + W - 1 are the row itself; only the borders are reflected.
+        const int64_t lo = std::min(g.pad, g.span), hi = std::min(g.pad + g.W, g.span);
+        auto reflected = [&](int64_t x) {
+          kd[x] = pr == nullptr ? kr[cols[x]] : kr[cols[x]] - pr[cols[x]];
+          vd[x] = vr[cols[x]];
+        };
+        for (int64_t x = 0; x < lo; ++x) reflected(x);
+        for (int64_t x = std::max(hi, lo); x < g.span; ++x) reflected(x);
+        const T* kin = kr - g.pad;
+        const T* vin = vr - g.pad;
+        if (pr == nullptr) {
+          for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x];
+        } else {
+          const T* pin = pr - g.pad;
+          for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x] - pin[x];
+        }
+        for (int64_t x = lo; x < hi; ++x) vd[x] = vin[x];
+      }
+    }
+  }
+
+  // out_rows(o)[x] = sum_c a_rows(c)[x] * window_rows(c, o)[x], for every window offset o.
+  template <typename ARow, typename WRow, typename ORow>
+  void window_dots(const ARow& a_rows, const WRow& window_rows, const ORow& out_rows) {
+    for (int64_t i = 0; i < g.kernel; ++i)
+      for (int64_t j = 0; j < g.kernel; ++j)
+        for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk)
+          chunk_dot<T>(out_rows(i * g.kernel + j) + x0, kChunk, g.stride, g.d,
+                       [&](int64_t c, const T** a, const T** b) {
+                         *a = a_rows(c) + x0;
+                         *b = window_rows(c, i) + j * g.dilation + x0 * g.stride;
+                       });
+  }
+
+  // out_rows(c)[x] = sum_o w_rows(o)[x] * window_rows(c, o)[x], for every channel c.
+  template <typename WinRow, typename ORow>
+  void weighted_sums(T* weights, const WinRow& window_rows, const ORow& out_rows) {
+    for (int64_t c = 0; c < g.d; ++c)
+      for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk)
+        chunk_dot<T>(out_rows(c) + x0, std::min(kChunk, g.Wo - x0), g.stride, g.k2(),
+                     [&](int64_t o, const T** a, const T** b) {
+                       *a = weights + o * qlen + lead + x0;
+                       *b = window_rows(c, o / g.kernel) + (o % g.kernel) * g.dilation +
+                            x0 * g.stride;
+                     });
+  }
+
+  // attn <- softmax over the window of the logits of the row's queries.
+  void softmax_weights() {
+    window_dots([&](int64_t c) { return query_row(c); },
+                [&](int64_t c, int64_t i) { return key_row(c, i); },
+                [&](int64_t o) { return attn_row(o); });
+    T* peak = total.data();
+    std::copy(attn_row(0), attn_row(0) + padded_wo, peak);
+    for (int64_t o = 1; o < g.k2(); ++o) {
+      const T* a = attn_row(o);
+      for (int64_t x = 0; x < padded_wo; ++x) peak[x] = std::max(peak[x], a[x]);
+    }
+    for (int64_t o = 0; o < g.k2(); ++o) {
+      T* a = attn_row(o);
+      for (int64_t x = 0; x < padded_wo; ++x) a[x] = fast_exp(a[x] - peak[x]);
+    }
+    std::fill(total.begin(), total.end(), T(0));
+    for (int64_t o = 0; o < g.k2(); ++o) {
+      const T* a = attn_row(o);
+      for (int64_t x = 0; x < padded_wo; ++x) total[x] += a[x];
+    }
+    for (int64_t x = 0; x < padded_wo; ++x) total[x] = T(1) / total[x];
+    for (int64_t o = 0; o < g.k2(); ++o) {
+      T* a = attn_row(o);
+      for (int64_t x = 0; x < padded_wo; ++x) a[x] *= total[x];
+    }
+  }
+};
+
+template <typename T>
+void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const T* pe,
+                  T scale, const Geometry& g, at::Tensor& out) {
+  const int64_t B = q.size(0), N = q.size(1);
+  T* out_ptr = out.data_ptr<T>();
+  at::parallel_for(0, B * N * g.Ho, 1, [&](int64_t begin, int64_t end) {
+    RowWork<T> work(g);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t yo = task % g.Ho, bn = task / g.Ho, b = bn / N, n = bn % N;
+      work.gather(slice<T>(q, b, n), slice<T>(k, b, n), slice<T>(v, b, n), pe, scale, yo);
+      work.softmax_weights();
+      work.weighted_sums(work.attn.data(),
+                         [&](int64_t c, int64_t i) { return work.value_row(c, i); },
+                         [&](int64_t c) { return out_ptr + ((bn * g.d + c) * g.Ho + yo) * g.Wo; });
+    }
+  });
+}
+
+// Gradient of the gathered key (value) rows: dst[p] = sum_j w_o[p - j*dil] * a[p - j*dil] with
+// o = i*k + j, as a gather over the zero-padded query-indexed rows (stride 1).
+template <typename T>
+void window_transpose(RowWork<T>& work, const T* weights, const T* a, int64_t i, T* dst) {
+  const Geometry& g = work.g;
+  for (int64_t p0 = 0; p0 < g.span; p0 += kChunk) {
+    chunk_dot<T>(dst + p0, std::min(kChunk, g.span - p0), 1, g.kernel,
+                 [&](int64_t j, const T** wa, const T** wb) {
+                   const int64_t shift = p0 - j * g.dilation;
+                   *wa = weights + (i * g.kernel + j) * work.qlen + work.lead + shift;
+                   *wb = a + shift;
+                 });
+  }
+}
+
+template <typename T>
+void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                   const at::Tensor& v, const T* pe, T scale, const Geometry& g, int64_t b,
+                   int64_t n, int64_t yo_begin, int64_t yo_end, at::Tensor& grad_q,
+                   at::Tensor& grad_k, at::Tensor& grad_v, RowWork<T>& work) {
+  const int64_t N = q.size(1), bn = b * N + n, plane = g.H * g.W, k2 = g.k2();
+  std::vector<T> gkeys(g.d * g.kernel * g.span), gvalues(g.d * g.kernel * g.span);
+  const T* go_base = grad_out.data_ptr<T>() + bn * g.d * g.Ho * g.Wo;
+  T* gq_base = grad_q.data_ptr<T>() + bn * g.d * plane;
+  T* gk_base = grad_k.data_ptr<T>() + bn * g.d * plane;
+  T* gv_base = grad_v.data_ptr<T>() + bn * g.d * plane;
+  const Slice<T> qs = slice<T>(q, b, n), ks = slice<T>(k, b, n), vs = slice<T>(v, b, n);
+
+  for (int64_t yo = yo_begin; yo < yo_end; ++yo) {
+    work.gather(qs, ks, vs, pe, scale, yo);
+    work.softmax_weights();
+    for (int64_t c = 0; c < g.d; ++c)
+      std::copy_n(go_base + (c * g.Ho + yo) * g.Wo, g.Wo, work.grad_row(c));
+    // dA(o) = sum_c grad_out_c * v_c(o); then dL = A * (dA - sum_o A * dA).
+    work.window_dots([&](int64_t c) { return work.grad_row(c); },
+                     [&](int64_t c, int64_t i) { return work.value_row(c, i); },
+                     [&](int64_t o) { return work.dattn_row(o); });
+    T* row_total = work.total.data();
+    std::fill(work.total.begin(), work.total.end(), T(0));
+    for (int64_t o = 0; o < k2; ++o) {
+      const T* a = work.attn_row(o);
+      const T* da = work.dattn_row(o);
+      for (int64_t x = 0; x < work.padded_wo; ++x) row_total[x] += a[x] * da[x];
+    }
+    for (int64_t o = 0; o < k2; ++o) {
+      const T* a = work.attn_row(o);
+      T* dl = work.dattn_row(o);
+      for (int64_t x = 0; x < g.Wo; ++x) dl[x] = a[x] * (dl[x] - row_total[x]);
+      std::fill(dl + g.Wo, dl + work.padded_wo, T(0));
+    }
+    // grad_q = scale * sum_o dL(o) * (k - pe)(o), written at the query positions.
+    std::vector<T> gq_row(work.padded_wo);
+    for (int64_t c = 0; c < g.d; ++c) {
+      T* gq = gq_base + c * plane + yo * g.stride * g.W;
+      for (int64_t x0 = 0; x0 < work.padded_wo; x0 += kChunk)
+        chunk_dot<T>(gq_row.data() + x0, kChunk, g.stride, k2,
+                     [&](int64_t o, const T** a, const T** bb) {
+                       *a = work.dattn_row(o) + x0;
+                       *bb = work.key_row(c, o / g.kernel) + (o % g.kernel) * g.dilation +
+                             x0 * g.stride;
+                     });
+      for (int64_t x = 0; x < g.Wo; ++x) gq[x * g.stride] = gq_row[x] * scale;
+    }
+    // Gradients of the gathered key / value rows: dL * q and A * grad_out.
+    for (int64_t c = 0; c < g.d; ++c) {
+      for (int64_t i = 0; i < g.kernel; ++i) {
+        T* sk = gkeys.data() + (c * g.kernel + i) * g.span;
+        T* sv = gvalues.data() + (c * g.kernel + i) * g.span;
+        if (g.stride == 1) {
+          window_transpose(work, work.dattn.data(), work.query_row(c), i, sk);
+          window_transpose(work, work.attn.data(), work.grad_row(c), i, sv);
+          continue;
+        }
+        std::fill(sk, sk + g.span, T(0));
+        std::fill(sv, sv + g.span, T(0));
+        const T* qo = work.query_row(c);
+        const T* go = work.grad_row(c);
+        for (int64_t j = 0; j < g.kernel; ++j) {
+          const T* dl = work.dattn_row(i * g.kernel + j);
+          const T* a = work.attn_row(i * g.kernel + j);
+          T* dk = sk + j * g.dilation;
+          T* dv = sv + j * g.dilation;
+          for (int64_t x = 0; x < g.Wo; ++x) {
+            dk[x * g.stride] += dl[x] * qo[x];
+            dv[x * g.stride] += a[x] * go[x];
+          }
+        }
+      }
+    }
+    // Fold the gathered rows back through the reflection.
+    for (int64_t c = 0; c < g.d; ++c) {
+      for (int64_t i = 0; i < g.kernel; ++i) {
+        T* gk = gk_base + c * plane + work.rows[i] * g.W;
+        T* gv = gv_base + c * plane + work.rows[i] * g.W;
+        const T* sk = gkeys.data() + (c * g.kernel + i) * g.span;
+        const T* sv = gvalues.data() + (c * g.kernel + i) * g.span;
+        for (int64_t x = 0; x < g.span; ++x) {
+          gk[work.cols[x]] += sk[x];
+          gv[work.cols[x]] += sv[x];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                   const at::Tensor& v, const T* pe, T scale, const Geometry& g,
+                   at::Tensor& grad_q, at::Tensor& grad_k, at::Tensor& grad_v) {
+  const int64_t B = q.size(0), N = q.size(1);
+  // Blocks of output rows whose key rows (window plus reflection) cannot overlap those of the
+  // block after next: every second block runs in parallel without write conflicts.
+  const int64_t block = std::max<int64_t>((2 * g.pad + g.stride) / g.stride, 1);
+  const int64_t num_blocks = (g.Ho + block - 1) / block;
+  for (int64_t parity = 0; parity < 2; ++parity) {
+    const int64_t wave = (num_blocks - parity + 1) / 2;
+    at::parallel_for(0, B * N * wave, 1, [&](int64_t begin, int64_t end) {
+      RowWork<T> work(g);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t blk = 2 * (task % wave) + parity, bn = task / wave;
+        const int64_t y0 = blk * block, y1 = std::min(g.Ho, y0 + block);
+        backward_rows<T>(grad_out, q, k, v, pe, scale, g, bn / N, bn % N, y0, y1, grad_q, grad_k,
+                         grad_v, work);
+      }
+    });
+  }
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const c10::optional<at::Tensor>& pe) {
+  TORCH_CHECK(q.dim() == 5, "q must be (B, N, d, H, W)");
+  TORCH_CHECK(q.sizes() == k.sizes() && q.sizes() == v.sizes(), "q, k, v shapes differ");
+  for (const at::Tensor* t : {&q, &k, &v})
+    TORCH_CHECK(t->stride(4) == 1 && t->device().is_cpu(), "q, k, v: CPU, last stride 1");
+  if (pe.has_value())
+    TORCH_CHECK(pe->is_contiguous() && pe->dim() == 3 && pe->size(0) == q.size(2) &&
+                    pe->size(1) == q.size(3) && pe->size(2) == q.size(4),
+                "pe must be a contiguous (d, H, W) tensor");
+}
+
+at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const c10::optional<at::Tensor>& pe, double scale, int64_t kernel,
+                   int64_t stride, int64_t dilation) {
+  check_inputs(q, k, v, pe);
+  const Geometry g(q, kernel, stride, dilation);
+  at::Tensor out = at::empty({q.size(0), q.size(1), g.d, g.Ho, g.Wo}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_sliding_window_forward", [&] {
+    const scalar_t* pe_ptr = pe.has_value() ? pe->data_ptr<scalar_t>() : nullptr;
+    forward_impl<scalar_t>(q, k, v, pe_ptr, static_cast<scalar_t>(scale), g, out);
+  });
+  return out;
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                 const at::Tensor& k, const at::Tensor& v,
+                                 const c10::optional<at::Tensor>& pe, double scale, int64_t kernel,
+                                 int64_t stride, int64_t dilation) {
+  check_inputs(q, k, v, pe);
+  const Geometry g(q, kernel, stride, dilation);
+  const at::Tensor go = grad_out.contiguous();
+  at::Tensor grad_q = at::zeros(q.sizes(), q.options());
+  at::Tensor grad_k = at::zeros(q.sizes(), q.options());
+  at::Tensor grad_v = at::zeros(q.sizes(), q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_sliding_window_backward", [&] {
+    const scalar_t* pe_ptr = pe.has_value() ? pe->data_ptr<scalar_t>() : nullptr;
+    backward_impl<scalar_t>(go, q, k, v, pe_ptr, static_cast<scalar_t>(scale), g, grad_q, grad_k,
+                            grad_v);
+  });
+  return {grad_q, grad_k, grad_v};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "ACmix sliding-window attention, forward (CPU)");
+  m.def("backward", &backward, "ACmix sliding-window attention, backward (CPU)");
+}
