@@ -3,17 +3,13 @@ mmengine's analysis tools, next to the paper's figures. Writes a markdown table 
 
     .venv/bin/python tools/analysis_tools/model_table.py --out docs/model_table
 
-mmengine's FlopAnalyzer counts one multiply-add as one FLOP (the papers' convention). It has no
-handle for ``aten::scaled_dot_product_attention`` (the Swin windows' ``q @ k^T`` and ``attn @ v``),
-so one is registered here: ``2 * B * heads * N_q * N_k * d``. The sliding-window attention of the
-ResNet variant runs as element-wise products that the analyzer does not count (see the table's
-note).
+mmengine's FlopAnalyzer counts one multiply-add as one FLOP (the papers' convention), with the
+handles of :mod:`acmix_mm.utils.flop_count` for the operators it does not know (the Swin windows'
+attention, the ResNet variant's fused projections and its sliding-window attention).
 """
 import argparse
 import os
 import sys
-from typing import Any, List
-
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,25 +22,14 @@ MODELS = [  # (name, config, paper params M, paper FLOPs G, paper top-1)
 ]
 
 
-def sdpa_flop_handle(inputs: List[Any], outputs: List[Any]) -> int:
-    """Multiply-adds of ``softmax(q @ k^T) @ v`` for q ``(..., N_q, d)``, k/v ``(..., N_k, d)``."""
-    from mmengine.analysis.jit_handles import get_shape
-    q, k = get_shape(inputs[0]), get_shape(inputs[1])
-    batch = 1
-    for s in q[:-2]:
-        batch *= s
-    return 2 * batch * q[-2] * k[-2] * q[-1]
-
-
 def count(config: str, size: int = 224):
-    from mmengine.analysis import FlopAnalyzer, parameter_count
+    from mmengine.analysis import parameter_count
     from mmengine.config import Config
     from mmpretrain.registry import MODELS as REGISTRY
     model = REGISTRY.build(Config.fromfile(os.path.join(ROOT, 'configs/mmpretrain', config)).model)
     model.eval()
-    analyzer = FlopAnalyzer(model, (torch.randn(1, 3, size, size), ))
-    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_handle)
-    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    from acmix_mm.utils.flop_count import acmix_flop_analyzer
+    analyzer = acmix_flop_analyzer(model, (torch.randn(1, 3, size, size), ))
     return parameter_count(model)[''] / 1e6, analyzer.total() / 1e9
 
 
@@ -77,9 +62,9 @@ def main(argv=None) -> int:
     with open(args.out + '.md', 'w') as f:
         f.write(f'Measured by `python tools/analysis_tools/model_table.py` (torch {torch.__version__},'
                 ' 1x3x224x224, 1000 classes). Top-1 is the paper\'s; it is not measured here.\n\n')
-        f.write(table + '\n\nThe ResNet variant\'s sliding-window attention (logits and weighted sum, '
-                'about 2 x 49 x C x H x W multiply-adds per layer) runs as element-wise products, '
-                'which mmengine\'s FlopAnalyzer does not count.\n')
+        f.write(table + '\n\nFLOPs count multiply-adds, the ResNet variant\'s sliding-window '
+                'attention included (2 x 49 x C x H_out x W_out per layer, logits and weighted sum; '
+                'see `acmix_mm/utils/flop_count.py`).\n')
     _plot(rows, args.out + '.png')
     print(f'wrote {args.out}.md and {args.out}.png')
     return 0

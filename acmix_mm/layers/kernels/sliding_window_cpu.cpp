@@ -118,25 +118,85 @@ inline void chunk_dot(T* __restrict__ out, int64_t count, int64_t stride, int64_
   }
 }
 
+// out[m][x] = sum_r a_r[x] * b_{r,m}[x * stride] for m < M over one chunk of queries (the first
+// `count` are stored): the M sums share each load of a_r and stay in registers.
+template <int64_t M, bool unit_stride, typename T, typename ARow, typename BRow>
+inline void chunk_dot_shared(T* const* out, int64_t count, int64_t stride, int64_t rows,
+                             const ARow& a_row, const BRow& b_row) {
+  using V = typename VecOf<T>::type;
+  constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
+  V acc[M][vectors] = {};
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* a = a_row(r);
+    V av[vectors];
+    for (int64_t v = 0; v < vectors; ++v) av[v] = *reinterpret_cast<const V*>(a + v * lanes);
+    for (int64_t m = 0; m < M; ++m) {
+      const T* b = b_row(r, m);
+      for (int64_t v = 0; v < vectors; ++v) {
+        V bv;
+        if constexpr (unit_stride) {
+          bv = *reinterpret_cast<const V*>(b + v * lanes);
+        } else {
+          for (int64_t x = 0; x < lanes; ++x) bv[x] = b[(v * lanes + x) * stride];
+        }
+        acc[m][v] += av[v] * bv;
+      }
+    }
+  }
+  for (int64_t m = 0; m < M; ++m) {
+    if (count == kChunk) {
+      for (int64_t v = 0; v < vectors; ++v) *reinterpret_cast<V*>(out[m] + v * lanes) = acc[m][v];
+    } else {
+      for (int64_t x = 0; x < count; ++x) out[m][x] = acc[m][x / lanes][x % lanes];
+    }
+  }
+}
+
+// chunk_dot_shared for a run-time number of sums (1 <= outs <= 4) and stride.
+template <typename T, typename ARow, typename BRow>
+inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64_t stride,
+                               int64_t rows, const ARow& a_row, const BRow& b_row) {
+  if (stride == 1) {
+    switch (outs) {
+      case 4: return chunk_dot_shared<4, true, T>(out, count, 1, rows, a_row, b_row);
+      case 3: return chunk_dot_shared<3, true, T>(out, count, 1, rows, a_row, b_row);
+      case 2: return chunk_dot_shared<2, true, T>(out, count, 1, rows, a_row, b_row);
+      default: return chunk_dot_shared<1, true, T>(out, count, 1, rows, a_row, b_row);
+    }
+  }
+  switch (outs) {
+    case 4: return chunk_dot_shared<4, false, T>(out, count, stride, rows, a_row, b_row);
+    case 3: return chunk_dot_shared<3, false, T>(out, count, stride, rows, a_row, b_row);
+    case 2: return chunk_dot_shared<2, false, T>(out, count, stride, rows, a_row, b_row);
+    default: return chunk_dot_shared<1, false, T>(out, count, stride, rows, a_row, b_row);
+  }
+}
+
+constexpr int64_t kShared = 4;  // sums sharing one operand in chunk_dot_shared
+
 // Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights,
-// logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros; key-indexed rows hold
-// the reflected window columns of each of the k key / value rows.
+// logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros. Key-indexed rows hold
+// the reflected window columns of one input row of keys (minus pe) or values for every channel;
+// they live in a cache of slots, so consecutive output rows gather each input row once.
 template <typename T>
 struct RowWork {
   const Geometry& g;
-  int64_t padded_wo, lead, qlen, klen;
-  std::vector<int64_t> cols, rows;
+  int64_t padded_wo, lead, qlen, klen, num_slots, tick = 0;
+  std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age;
   std::vector<T> keys, values, query, grad, attn, dattn, total;
 
-  explicit RowWork(const Geometry& geo) : g(geo), rows(geo.kernel) {
+  explicit RowWork(const Geometry& geo) : g(geo), rows(geo.kernel), slot_of(geo.kernel) {
     padded_wo = round_up(g.Wo, kChunk);
     lead = (g.kernel - 1) * g.dilation;
     qlen = lead + round_up(std::max(padded_wo, g.span), kChunk) + kChunk;
     klen = std::max(g.span, (padded_wo - 1) * g.stride + lead + 1);
+    num_slots = 2 * g.kernel;
     cols.resize(g.span);
     for (int64_t x = 0; x < g.span; ++x) cols[x] = reflect(x - g.pad, g.W);
-    keys.assign(g.d * g.kernel * klen, T(0));
-    values.assign(g.d * g.kernel * klen, T(0));
+    slot_key.assign(num_slots, -1);
+    slot_age.assign(num_slots, -1);
+    keys.assign(num_slots * g.d * klen, T(0));
+    values.assign(num_slots * g.d * klen, T(0));
     query.assign(g.d * qlen, T(0));
     grad.assign(g.d * qlen, T(0));
     attn.assign(g.k2() * qlen, T(0));
@@ -144,72 +204,109 @@ struct RowWork {
     total.assign(padded_wo, T(0));
   }
 
-  T* key_row(int64_t c, int64_t i) { return keys.data() + (c * g.kernel + i) * klen; }
-  T* value_row(int64_t c, int64_t i) { return values.data() + (c * g.kernel + i) * klen; }
+  T* key_row(int64_t c, int64_t i) { return keys.data() + (slot_of[i] * g.d + c) * klen; }
+  T* value_row(int64_t c, int64_t i) { return values.data() + (slot_of[i] * g.d + c) * klen; }
   T* query_row(int64_t c) { return query.data() + c * qlen + lead; }
   T* grad_row(int64_t c) { return grad.data() + c * qlen + lead; }
   T* attn_row(int64_t o) { return attn.data() + o * qlen + lead; }
   T* dattn_row(int64_t o) { return dattn.data() + o * qlen + lead; }
 
+  // Fills the query rows of output row yo and points slot_of[i] at the key / value rows of its
+  // window row i (bn: the batch-head slice, which keys the cache).
   void gather(const Slice<T>& q, const Slice<T>& k, const Slice<T>& v, const T* pe, T scale,
-              int64_t yo) {
-    for (int64_t i = 0; i < g.kernel; ++i)
-      rows[i] = reflect(yo * g.stride - g.pad + i * g.dilation, g.H);
+              int64_t bn, int64_t yo) {
+    ++tick;
     for (int64_t c = 0; c < g.d; ++c) {
       const T* qr = q.row(c, yo * g.stride);
       T* qo = query_row(c);
       for (int64_t x = 0; x < g.Wo; ++x) qo[x] = qr[x * g.stride] * scale;
-      for (int64_t i = 0; i < g.kernel; ++i) {
-        const T* kr = k.row(c, rows[i]);
-        const T* vr = v.row(c, rows[i]);
-        T* kd = key_row(c, i);
-        T* vd = value_row(c, i);
-        const T* pr = pe == nullptr ? nullptr : pe + (c * g.H + rows[i]) * g.W;
-        // Columns pad .. pad + W - 1 are the row itself; only the borders are reflected.
-        const int64_t lo = std::min(g.pad, g.span), hi = std::min(g.pad + g.W, g.span);
-        auto reflected = [&](int64_t x) {
-          kd[x] = pr == nullptr ? kr[cols[x]] : kr[cols[x]] - pr[cols[x]];
-          vd[x] = vr[cols[x]];
-        };
-        for (int64_t x = 0; x < lo; ++x) reflected(x);
-        for (int64_t x = std::max(hi, lo); x < g.span; ++x) reflected(x);
-        const T* kin = kr - g.pad;
-        const T* vin = vr - g.pad;
-        if (pr == nullptr) {
-          for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x];
-        } else {
-          const T* pin = pr - g.pad;
-          for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x] - pin[x];
+    }
+    for (int64_t i = 0; i < g.kernel; ++i) {
+      rows[i] = reflect(yo * g.stride - g.pad + i * g.dilation, g.H);
+      slot_of[i] = -1;
+      for (int64_t s = 0; s < num_slots; ++s)
+        if (slot_key[s] == bn * g.H + rows[i]) slot_of[i] = s;
+      if (slot_of[i] >= 0) slot_age[slot_of[i]] = tick;
+    }
+    for (int64_t i = 0; i < g.kernel; ++i) {
+      if (slot_of[i] >= 0) continue;
+      int64_t oldest = 0;
+      for (int64_t s = 1; s < num_slots; ++s)
+        if (slot_age[s] < slot_age[oldest]) oldest = s;
+      slot_of[i] = oldest;
+      slot_key[oldest] = bn * g.H + rows[i];
+      slot_age[oldest] = tick;
+      for (int64_t j = i + 1; j < g.kernel; ++j)
+        if (rows[j] == rows[i]) slot_of[j] = oldest;
+      fill_slot(k, v, pe, i);
+    }
+  }
+
+  void fill_slot(const Slice<T>& k, const Slice<T>& v, const T* pe, int64_t i) {
+    // Columns pad .. pad + W - 1 are the row itself; only the borders are reflected.
+    const int64_t lo = std::min(g.pad, g.span), hi = std::max(lo, std::min(g.pad + g.W, g.span));
+    for (int64_t c = 0; c < g.d; ++c) {
+      const T* kr = k.row(c, rows[i]);
+      const T* vr = v.row(c, rows[i]);
+      const T* pr = pe == nullptr ? nullptr : pe + (c * g.H + rows[i]) * g.W;
+      T* kd = key_row(c, i);
+      T* vd = value_row(c, i);
+      auto reflected = [&](int64_t x) {
+        kd[x] = pr == nullptr ? kr[cols[x]] : kr[cols[x]] - pr[cols[x]];
+        vd[x] = vr[cols[x]];
+      };
+      for (int64_t x = 0; x < lo; ++x) reflected(x);
+      for (int64_t x = hi; x < g.span; ++x) reflected(x);
+      const T* kin = kr - g.pad;
+      const T* vin = vr - g.pad;
+      if (pr == nullptr) {
+        for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x];
+      } else {
+        const T* pin = pr - g.pad;
+        for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x] - pin[x];
+      }
+      for (int64_t x = lo; x < hi; ++x) vd[x] = vin[x];
+    }
+  }
+
+  // out_rows(o)[x] = sum_c a_rows(c)[x] * window_rows(c, i)[x * stride + j * dilation] for every
+  // window offset o = i * k + j.
+  template <typename ARow, typename WRow, typename ORow>
+  void window_dots(const ARow& a_rows, const WRow& window_rows, const ORow& out_rows) {
+    for (int64_t i = 0; i < g.kernel; ++i) {
+      for (int64_t j0 = 0; j0 < g.kernel; j0 += kShared) {
+        const int64_t outs = std::min(kShared, g.kernel - j0);
+        for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
+          T* out[kShared];
+          for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(i * g.kernel + j0 + m) + x0;
+          chunk_dot_shared_n<T>(
+              outs, out, kChunk, g.stride, g.d, [&](int64_t c) { return a_rows(c) + x0; },
+              [&](int64_t c, int64_t m) {
+                return window_rows(c, i) + (j0 + m) * g.dilation + x0 * g.stride;
+              });
         }
-        for (int64_t x = lo; x < hi; ++x) vd[x] = vin[x];
       }
     }
   }
 
-  // out_rows(o)[x] = sum_c a_rows(c)[x] * window_rows(c, o)[x], for every window offset o.
-  template <typename ARow, typename WRow, typename ORow>
-  void window_dots(const ARow& a_rows, const WRow& window_rows, const ORow& out_rows) {
-    for (int64_t i = 0; i < g.kernel; ++i)
-      for (int64_t j = 0; j < g.kernel; ++j)
-        for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk)
-          chunk_dot<T>(out_rows(i * g.kernel + j) + x0, kChunk, g.stride, g.d,
-                       [&](int64_t c, const T** a, const T** b) {
-                         *a = a_rows(c) + x0;
-                         *b = window_rows(c, i) + j * g.dilation + x0 * g.stride;
-                       });
-  }
-
-  // out_rows(c)[x] = sum_o w_rows(o)[x] * window_rows(c, o)[x], for every channel c.
-  template <typename WinRow, typename ORow>
-  void weighted_sums(T* weights, const WinRow& window_rows, const ORow& out_rows) {
-    for (int64_t c = 0; c < g.d; ++c)
-      for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk)
-        chunk_dot<T>(out_rows(c) + x0, std::min(kChunk, g.Wo - x0), g.stride, g.k2(),
-                     [&](int64_t o, const T** a, const T** b) {
-                       *a = weights + o * qlen + lead + x0;
-                       *b = window_rows(c, o / g.kernel) + (o % g.kernel) * g.dilation +
-                            x0 * g.stride;
-                     });
+  // out_rows(c)[x] = sum_o weights_o[x] * window_rows(c, i)[x * stride + j * dilation] over the
+  // window offsets o = i * k + j, for every channel c; `weights` is a query-indexed buffer.
+  template <typename WRow, typename ORow>
+  void weighted_sums(const T* weights, const WRow& window_rows, const ORow& out_rows) {
+    for (int64_t c0 = 0; c0 < g.d; c0 += kShared) {
+      const int64_t outs = std::min(kShared, g.d - c0);
+      for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
+        T* out[kShared];
+        for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(c0 + m) + x0;
+        chunk_dot_shared_n<T>(
+            outs, out, std::min(kChunk, g.Wo - x0), g.stride, g.k2(),
+            [&](int64_t o) { return weights + o * qlen + lead + x0; },
+            [&](int64_t o, int64_t m) {
+              return window_rows(c0 + m, o / g.kernel) + (o % g.kernel) * g.dilation +
+                     x0 * g.stride;
+            });
+      }
+    }
   }
 
   // attn <- softmax over the window of the logits of the row's queries.
@@ -249,7 +346,7 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     RowWork<T> work(g);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t yo = task % g.Ho, bn = task / g.Ho, b = bn / N, n = bn % N;
-      work.gather(slice<T>(q, b, n), slice<T>(k, b, n), slice<T>(v, b, n), pe, scale, yo);
+      work.gather(slice<T>(q, b, n), slice<T>(k, b, n), slice<T>(v, b, n), pe, scale, bn, yo);
       work.softmax_weights();
       work.weighted_sums(work.attn.data(),
                          [&](int64_t c, int64_t i) { return work.value_row(c, i); },
@@ -280,6 +377,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
                    at::Tensor& grad_k, at::Tensor& grad_v, RowWork<T>& work) {
   const int64_t N = q.size(1), bn = b * N + n, plane = g.H * g.W, k2 = g.k2();
   std::vector<T> gkeys(g.d * g.kernel * g.span), gvalues(g.d * g.kernel * g.span);
+  std::vector<T> gq_rows(g.d * work.padded_wo);
   const T* go_base = grad_out.data_ptr<T>() + bn * g.d * g.Ho * g.Wo;
   T* gq_base = grad_q.data_ptr<T>() + bn * g.d * plane;
   T* gk_base = grad_k.data_ptr<T>() + bn * g.d * plane;
@@ -287,7 +385,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
   const Slice<T> qs = slice<T>(q, b, n), ks = slice<T>(k, b, n), vs = slice<T>(v, b, n);
 
   for (int64_t yo = yo_begin; yo < yo_end; ++yo) {
-    work.gather(qs, ks, vs, pe, scale, yo);
+    work.gather(qs, ks, vs, pe, scale, bn, yo);
     work.softmax_weights();
     for (int64_t c = 0; c < g.d; ++c)
       std::copy_n(go_base + (c * g.Ho + yo) * g.Wo, g.Wo, work.grad_row(c));
@@ -309,17 +407,12 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
       std::fill(dl + g.Wo, dl + work.padded_wo, T(0));
     }
     // grad_q = scale * sum_o dL(o) * (k - pe)(o), written at the query positions.
-    std::vector<T> gq_row(work.padded_wo);
+    work.weighted_sums(work.dattn.data(), [&](int64_t c, int64_t i) { return work.key_row(c, i); },
+                       [&](int64_t c) { return gq_rows.data() + c * work.padded_wo; });
     for (int64_t c = 0; c < g.d; ++c) {
       T* gq = gq_base + c * plane + yo * g.stride * g.W;
-      for (int64_t x0 = 0; x0 < work.padded_wo; x0 += kChunk)
-        chunk_dot<T>(gq_row.data() + x0, kChunk, g.stride, k2,
-                     [&](int64_t o, const T** a, const T** bb) {
-                       *a = work.dattn_row(o) + x0;
-                       *bb = work.key_row(c, o / g.kernel) + (o % g.kernel) * g.dilation +
-                             x0 * g.stride;
-                     });
-      for (int64_t x = 0; x < g.Wo; ++x) gq[x * g.stride] = gq_row[x] * scale;
+      const T* src = gq_rows.data() + c * work.padded_wo;
+      for (int64_t x = 0; x < g.Wo; ++x) gq[x * g.stride] = src[x] * scale;
     }
     // Gradients of the gathered key / value rows: dL * q and A * grad_out.
     for (int64_t c = 0; c < g.d; ++c) {

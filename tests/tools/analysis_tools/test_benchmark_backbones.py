@@ -14,7 +14,9 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.load(open(tmp_path / 'bench.json'))
     assert {(r['name'], r['mode']) for r in results} == {
-        (n, m) for n in ('qkv-1x1-512', 'acmix-layer-512') for m in ('infer', 'train')}
+        (n, m) for n in ('qkv-1x1-512', 'acmix-layer-512') for m in ('infer', 'train', 'memory')}
+    memory = next(r for r in results if r['name'] == 'acmix-layer-512' and r['mode'] == 'memory')
+    assert memory['peak_mb'] > 0
     layer = next(r for r in results if r['name'] == 'acmix-layer-512' and r['mode'] == 'infer')
     proj = next(r for r in results if r['name'] == 'qkv-1x1-512' and r['mode'] == 'infer')
     assert layer['params_m'] > proj['params_m'] > 0 and layer['gflops'] > proj['gflops'] > 0
