@@ -76,9 +76,9 @@ def conv_path_channels_last(qkv: torch.Tensor, heads: int, fc: nn.Conv2d,
                             dep_conv: nn.Conv2d) -> torch.Tensor:
     """:func:`conv_path` for a channels-last ``[q | k | v]`` map, as the Swin variant has it.
 
-    Channel ``t * d + c`` of ``qkv`` is map ``t = type * N + head``, sub-channel ``c``; ``fc`` runs
-    as a matrix product over ``t`` and its output ``(..., d, k^2)`` already has the channel order
-    ``c * k^2 + j`` that ``dep_conv`` reads, so no reordering copy is made.
+    Channel ``t * d + c`` of ``qkv`` is map ``t = type * N + head``, sub-channel ``c``. ``fc`` runs
+    as ``(k^2, 3N) @ (3N, d)`` per position (the fast orientation of the product); one transposing
+    copy then gives the channel order ``c * k^2 + j`` that ``dep_conv`` reads, channels-last.
 
     Args:
         qkv: ``(B, H, W, 3C)``.
@@ -90,9 +90,9 @@ def conv_path_channels_last(qkv: torch.Tensor, heads: int, fc: nn.Conv2d,
     b, h, w, c3 = qkv.shape
     t = 3 * heads
     k2 = fc.out_channels
-    mixed = torch.matmul(qkv.reshape(b, h, w, t, c3 // t).transpose(-1, -2),
-                         fc.weight.reshape(k2, t).t())  # (B, H, W, d, k^2)
+    p = b * h * w
+    mixed = torch.bmm(fc.weight.view(1, k2, t).expand(p, k2, t), qkv.reshape(p, t, c3 // t))
     if fc.bias is not None:
-        mixed = mixed + fc.bias
-    out = dep_conv(mixed.reshape(b, h, w, -1).permute(0, 3, 1, 2))
-    return out.permute(0, 2, 3, 1)
+        mixed = mixed + fc.bias.view(k2, 1)
+    mixed = mixed.transpose(1, 2).contiguous()  # (P, k^2, d) -> (P, d, k^2)
+    return dep_conv(mixed.view(b, h, w, -1).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -209,6 +209,8 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
     parser.add_argument('--repeat', type=int, default=5, help='timed runs per case (the fastest is reported)')
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='passes over all cases; each case reports its fastest pass')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--out', default='docs/benchmarks', help='path prefix of .md and .png')
     args = parser.parse_args(argv)
@@ -220,10 +222,15 @@ def main(argv=None):
     modes = ('infer', 'train', 'memory') if args.device == 'cpu' else ('infer', 'train')
     jobs = [(c, m, args.infer_size if m == 'infer' else args.train_size)
             for c in args.cases for m in modes]
-    results, bar = [], ProgressBar(len(jobs))
-    for job in jobs:
-        results.append(run_case(args, *job))
-        bar.update()
+    best, bar = {}, ProgressBar(len(jobs) * args.rounds)
+    for _ in range(args.rounds):  # cases alternate, so a slow spell of the machine hits all
+        for job in jobs:
+            r = run_case(args, *job)
+            key = (r['name'], r['mode'])
+            if key not in best or r['seconds'] < best[key]['seconds']:
+                best[key] = r
+            bar.update()
+    results = list(best.values())
     sys.stdout.write('\n')
     md, ratios = table(results)
     print(md)
@@ -238,7 +245,7 @@ def main(argv=None):
                 f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
                 f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
                 f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
-                f'at their ResNet-50 stage size. Fastest of {args.repeat} runs. Peak memory: on CUDA '
+                f'at their ResNet-50 stage size. Fastest of {args.repeat} runs in each of {args.rounds} alternating passes. Peak memory: on CUDA '
                 f'the allocator\'s peak; on the CPU the growth of the peak resident memory over the '
                 f'state before one training step, in a process that returns freed memory at once.\n\n{md}\n')
     with open(args.out + '.json', 'w') as f:

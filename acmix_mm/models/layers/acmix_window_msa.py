@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from mmdet.models.backbones.swin import ShiftWindowMSA, WindowMSA
 from mmpretrain.models.utils.attention import ShiftWindowMSA as PretrainShiftWindowMSA
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ...layers import build_dep_conv, build_fc, conv_path_channels_last, shift_init_
 from ...layers._validation import check_heads, check_odd_kernel
@@ -46,6 +47,10 @@ class ACmixWindowMSA(WindowMSA):
         self.rate1.fill_(0.5)
         self.rate2.fill_(0.5)
 
+    def convolution(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``rate2`` times the convolution path of a channels-last ``qkv`` ``(B, H, W, 3C)``."""
+        return self.rate2 * conv_path_channels_last(qkv, self.num_heads, self.fc, self.dep_conv)
+
     def attend(self, qkv: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Window attention on precomputed ``qkv``, up to ``proj`` (``proj_drop`` comes later).
 
@@ -58,15 +63,16 @@ class ACmixWindowMSA(WindowMSA):
         """
         b, n, c3 = qkv.shape
         q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
+        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
         if mask is not None:
             num_windows = mask.shape[0]
-            bias = (bias + mask.unsqueeze(1)).repeat(b // num_windows, 1, 1, 1)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale,
-            dropout_p=self.attn_drop.p if self.training else 0.)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c3 // 3))
+            attn = attn.view(b // num_windows, num_windows, self.num_heads, n, n)
+            attn = (attn + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.num_heads, n, n)
+        attn = self.attn_drop(self.softmax(attn))
+        out = (attn @ v).transpose(1, 2).reshape(b, n, c3 // 3)
+        return self.proj(out)
 
 
 class ACmixShiftWindowMSA(ShiftWindowMSA):
@@ -124,10 +130,13 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
 
         msa = self.w_msa
         qkv = msa.qkv(x)  # (B, H_pad, W_pad, 3C)
-        out_conv = conv_path_channels_last(qkv, msa.num_heads, msa.fc, msa.dep_conv)
+        if torch.is_grad_enabled():  # training keeps qkv only; the conv path is recomputed
+            out_conv = checkpoint(msa.convolution, qkv, use_reentrant=False)
+        else:
+            out_conv = msa.convolution(qkv)
         windows = self.window_partition(qkv).view(-1, ws * ws, 3 * c)
         out_att = self.window_reverse(msa.attend(windows, mask).view(-1, ws, ws, c), h_pad, w_pad)
-        x = msa.proj_drop(msa.rate1 * out_att + msa.rate2 * out_conv)
+        x = msa.proj_drop(msa.rate1 * out_att + out_conv)
 
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))

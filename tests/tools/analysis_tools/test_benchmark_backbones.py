@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__)
 def test_benchmark_runs_on_a_tiny_case(tmp_path):
     out = subprocess.run(
         [sys.executable, 'tools/analysis_tools/benchmark_backbones.py', '--cases', 'qkv-1x1-512',
-         'acmix-layer-512', '--repeat', '1', '--out', str(tmp_path / 'bench')],
+         'acmix-layer-512', '--repeat', '1', '--rounds', '1', '--out', str(tmp_path / 'bench')],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.load(open(tmp_path / 'bench.json'))
