@@ -17,6 +17,8 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from acmix_mm.utils.peak_memory import (RETURN_FREED_MEMORY_ENV, peak_rss_bytes,  # noqa: E402
+                                        reset_peak_rss)
 
 # name -> (baseline name or None, builder kind, arguments)
 CASES = {
@@ -69,24 +71,14 @@ def build(name):
     return ThreeProjections(), s
 
 
-def _status_kb(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
-
-
-def reset_peak_rss():
-    """Resets the process's peak resident memory (Linux ``clear_refs``); returns the current RSS
-    in bytes."""
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    return _status_kb('VmRSS') * 1024
-
-
-def peak_rss_bytes():
-    return _status_kb('VmHWM') * 1024
+def count_gflops(model, x):
+    """mmengine's FLOP count (with ACmix's handles); None where mmengine is not installed (the
+    layer cases need nothing but torch, e.g. on a bare GPU machine)."""
+    try:
+        from acmix_mm.utils.flop_count import acmix_flop_analyzer
+    except ImportError:
+        return None
+    return acmix_flop_analyzer(model, (x, )).total() / 1e9
 
 
 def measure(name, mode, size, device, repeat, batch):
@@ -105,9 +97,7 @@ def measure(name, mode, size, device, repeat, batch):
         repeat = 1
     if mode == 'infer':
         model.eval()
-        from acmix_mm.utils.flop_count import acmix_flop_analyzer
-        analyzer = acmix_flop_analyzer(model, (x[:1], ))
-        result['gflops'] = analyzer.total() / 1e9
+        result['gflops'] = count_gflops(model, x[:1])
         step = lambda: model(x)  # noqa: E731
         ctx = torch.no_grad
     else:
@@ -142,6 +132,17 @@ def measure(name, mode, size, device, repeat, batch):
     return result
 
 
+class TextProgress:
+    """Progress lines where mmengine's ProgressBar is unavailable."""
+
+    def __init__(self, total):
+        self.total, self.done = total, 0
+
+    def update(self):
+        self.done += 1
+        print(f'[{self.done}/{self.total}]', flush=True)
+
+
 def run_case(args, name, mode, size):
     """Runs one case in a fresh process. Training memory is measured in a process of its own in
     which glibc returns every freed block over 64 KiB to the system at once, so that its resident
@@ -150,12 +151,16 @@ def run_case(args, name, mode, size):
            '--device', args.device, '--repeat', str(args.repeat), '--batch', str(args.batch)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     if mode == 'memory':
-        env.update(MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0')
+        env.update(RETURN_FREED_MEMORY_ENV)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
     if out.returncode or not lines:
         raise RuntimeError(f'case {name} {mode} failed:\n{out.stderr[-2000:]}')
     return json.loads(lines[-1])
+
+
+def fmt(value):
+    return '-' if value is None else f'{value:.2f}'
 
 
 def table(results):
@@ -174,7 +179,7 @@ def table(results):
         def ratio(a, b, key):
             return f'{a[key] / b[key]:.2f}x' if a and b and b[key] else ''
         rows.append(
-            f'| {name} | {base or "-"} | {inf["params_m"]:.2f} | {inf["gflops"]:.2f} | '
+            f'| {name} | {base or "-"} | {inf["params_m"]:.2f} | {fmt(inf["gflops"])} | '
             f'{inf["seconds"] * 1e3:.1f} | {ratio(inf, binf, "seconds")} | '
             + (f'{tr["seconds"] * 1e3:.1f} | {ratio(tr, btr, "seconds")} | {mem["peak_mb"]:.0f} | '
                f'{ratio(mem, bmem, "peak_mb")} |' if tr else ' | | | |'))
@@ -218,7 +223,10 @@ def main(argv=None):
         name, mode, size = args.worker
         print(json.dumps(measure(name, mode, int(size), args.device, args.repeat, args.batch)))
         return 0
-    from mmengine.utils import ProgressBar
+    try:
+        from mmengine.utils import ProgressBar
+    except ImportError:
+        ProgressBar = TextProgress
     modes = ('infer', 'train', 'memory') if args.device == 'cpu' else ('infer', 'train')
     jobs = [(c, m, args.infer_size if m == 'infer' else args.train_size)
             for c in args.cases for m in modes]

@@ -90,6 +90,27 @@ def time_shape(shape, kernel=7, stride=1, dtype=torch.float32):
           f'{py[0] / tr[0]:6.1f}x {py[1] / tr[1]:6.1f}x')
 
 
+def check_acmix_layer():
+    """An ACmix layer on CUDA with the Triton kernel against the same layer with the fallback."""
+    import sys
+    sys.path.insert(0, os.path.join(KERNELS, os.pardir, os.pardir, os.pardir))
+    from acmix_mm.layers import ACmix
+    for stride in (1, 2):
+        layer = ACmix(64, 64, stride=stride).cuda()
+        x = torch.randn(2, 64, 28, 30, device='cuda', requires_grad=True)
+        results = []
+        for backend in ('triton', 'python'):
+            os.environ['ACMIX_MM_KERNEL'] = backend
+            out = layer(x)
+            grads = torch.autograd.grad(out.square().sum(), [x] + list(layer.parameters()))
+            results.append((out, grads))
+        os.environ.pop('ACMIX_MM_KERNEL')
+        (out_t, g_t), (out_p, g_p) = results
+        err = max((a - b).abs().max().item() for a, b in zip(g_t, g_p))
+        print(f'ACmix(64, 64, stride={stride}) on (2, 64, 28, 30): out max abs diff '
+              f'{(out_t - out_p).abs().max().item():.2e}, grads (x and all parameters) {err:.2e}')
+
+
 def main():
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), 'torch', torch.__version__)
@@ -97,6 +118,7 @@ def main():
     check((2, 4, 16, 56, 56), 7, 1)
     check((2, 8, 64, 14, 14), 7, 2)
     check((1, 2, 32, 9, 11), 5, 1, dilation=2)
+    check_acmix_layer()
     print(f'\n{"ms":38} {"py fwd":>9} {"py fwd+bwd":>11} {"tr fwd":>9} {"tr fwd+bwd":>11} '
           f'{"fwd":>7} {"f+b":>7}')
     time_shape((1, 4, 16, 128, 128))

@@ -204,7 +204,8 @@ def sliding_window_attention_triton_backward(
     """
     q, key, v, ho, wo, consts = _prepare(q, k, v, pe, kernel, stride, dilation)
     b, n, d, h, w = q.shape
-    grads = torch.zeros((3, b, n, d, h, w), device=q.device, dtype=torch.float32)
+    grads = [torch.zeros((b, n, d, h, w), device=q.device, dtype=torch.float32)
+             for _ in range(3)]
     if grad_out.numel() > 0:
         block_d, block_p, num_warps = _block_sizes(d)
         grid = (triton.cdiv(ho * wo, block_p), b * n)
@@ -213,5 +214,5 @@ def sliding_window_attention_triton_backward(
                               float(scale), d, h, w, ho, wo, **consts,
                               BLOCK_D=block_d, BLOCK_P=block_p, num_warps=num_warps)
     grad_pe = None if pe is None else grads[1].sum((0, 1)).neg().to(pe.dtype)
-    grad_q, grad_k, grad_v = grads.to(q.dtype).unbind(0)
+    grad_q, grad_k, grad_v = (g.to(q.dtype) for g in grads)
     return grad_q, grad_k, grad_v, grad_pe

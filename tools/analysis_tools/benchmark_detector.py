@@ -1,0 +1,149 @@
+"""Time and peak memory of one Mask R-CNN training iteration, ACmix-ResNet-50 against mmdet's
+ResNet-50, at a detection image size (default: batch 2 of 800x1333, as the COCO 1x schedule).
+
+Each case runs in a fresh process (memory in a process of its own, see
+:mod:`acmix_mm.utils.peak_memory`); the cases alternate over ``--rounds`` passes and each reports
+its fastest iteration. Writes a markdown table with the ratios and a PNG chart.
+
+    python tools/analysis_tools/benchmark_detector.py --out docs/benchmarks_mask_rcnn \
+        [--size 800 1333] [--batch 2] [--repeat 2] [--rounds 2] [--threads 2]
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from acmix_mm.utils.peak_memory import (RETURN_FREED_MEMORY_ENV, peak_rss_bytes,  # noqa: E402
+                                        reset_peak_rss)
+
+CASES = {  # name -> (config, baseline)
+    'mask-rcnn_r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', None),
+    'mask-rcnn_acmix-r50': (osp.join(ROOT, 'configs/mmdet/mask-rcnn_acmix-r50_fpn_1x_coco.py'),
+                            'mask-rcnn_r50'),
+}
+
+
+def measure(name, mode, size, batch, repeat):
+    """One training iteration of a case, in this process: seconds (fastest) or peak memory."""
+    import torch
+    from mmdet.registry import MODELS
+
+    import acmix_mm  # noqa: F401
+    from acmix_mm.testing import build_model, detection_batch, framework_model_cfg
+    model = build_model(MODELS, framework_model_cfg(CASES[name][0]))
+    model.train()
+    data = model.data_preprocessor(detection_batch(batch, tuple(size)), True)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step():
+        losses = model(**data, mode='loss')
+        sum(v.sum() if isinstance(v, torch.Tensor) else sum(v) for v in losses.values()).backward()
+        for p in params:
+            p.grad = None
+
+    step()  # warm-up
+    base = reset_peak_rss()
+    times = []
+    for _ in range(1 if mode == 'memory' else repeat):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return dict(name=name, mode=mode, seconds=min(times),
+                peak_mb=max(0, peak_rss_bytes() - base) / 2**20,
+                params_m=sum(p.numel() for p in model.backbone.parameters()) / 1e6)
+
+
+def run_case(args, name, mode):
+    cmd = [sys.executable, osp.abspath(__file__), '--worker', name, mode, '--size',
+           *map(str, args.size), '--batch', str(args.batch), '--repeat', str(args.repeat)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if mode == 'memory':
+        env.update(RETURN_FREED_MEMORY_ENV)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
+    if out.returncode or not lines:
+        raise RuntimeError(f'case {name} {mode} failed:\n{out.stderr[-3000:]}')
+    return json.loads(lines[-1])
+
+
+def table(best):
+    rows = ['| model | backbone params (M) | train iteration (s) | time ratio | peak memory (MB) | '
+            'memory ratio |', '|---|---|---|---|---|---|']
+    for name, (_, base) in CASES.items():
+        t, m = best[(name, 'train')], best[(name, 'memory')]
+        bt, bm = (best[(base, 'train')], best[(base, 'memory')]) if base else (None, None)
+        rows.append(f'| {name} | {t["params_m"]:.2f} | {t["seconds"]:.2f} | '
+                    f'{t["seconds"] / bt["seconds"]:.2f}x | {m["peak_mb"]:.0f} | '
+                    f'{m["peak_mb"] / bm["peak_mb"]:.2f}x |' if base else
+                    f'| {name} | {t["params_m"]:.2f} | {t["seconds"]:.2f} | | '
+                    f'{m["peak_mb"]:.0f} | |')
+    return '\n'.join(rows)
+
+
+def plot(best, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = list(CASES)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    axes[0].bar(names, [best[(n, 'train')]['seconds'] for n in names], color=['C0', 'C1'])
+    axes[0].set_ylabel('training iteration (s)')
+    axes[1].bar(names, [best[(n, 'memory')]['peak_mb'] / 1024 for n in names], color=['C0', 'C1'])
+    axes[1].set_ylabel('peak memory (GiB)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--worker', nargs=2, metavar=('CASE', 'MODE'), help=argparse.SUPPRESS)
+    parser.add_argument('--size', nargs=2, type=int, default=[800, 1333], metavar=('H', 'W'))
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--repeat', type=int, default=2, help='timed iterations per process')
+    parser.add_argument('--rounds', type=int, default=2, help='alternating passes over the cases')
+    parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
+    parser.add_argument('--out', default='docs/benchmarks_mask_rcnn', help='path prefix')
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(*args.worker, args.size, args.batch, args.repeat)))
+        return 0
+    from mmengine.utils import ProgressBar
+    jobs = [(name, mode) for name in CASES for mode in ('train', 'memory')]
+    best, bar = {}, ProgressBar(len(jobs) * args.rounds)
+    for _ in range(args.rounds):
+        for name, mode in jobs:
+            r = run_case(args, name, mode)
+            if (name, mode) not in best or r['seconds'] < best[(name, mode)]['seconds']:
+                best[(name, mode)] = r
+            bar.update()
+    sys.stdout.write('\n')
+    md = table(best)
+    print(md)
+    import torch
+    os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
+    with open(args.out + '.md', 'w') as f:
+        f.write(f'Command: `python tools/analysis_tools/benchmark_detector.py '
+                f'{" ".join(argv if argv is not None else sys.argv[1:])}`\n\n'
+                f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads per '
+                f'case, CPU; torch {torch.__version__}. One Mask R-CNN training iteration '
+                f'(forward, losses, backward) on a batch of {args.batch} random '
+                f'{args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
+                f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s `mask-rcnn_r50_fpn_1x_coco.py`'
+                f'); fastest of {args.repeat} iterations in each of {args.rounds} alternating '
+                f'passes. Peak memory: growth of the peak resident memory over one iteration, in a '
+                f'process that returns freed memory at once.\n\n{md}\n')
+    with open(args.out + '.json', 'w') as f:
+        json.dump(list(best.values()), f, indent=1)
+    plot(best, args.out + '.png')
+    print(f'wrote {args.out}.md, {args.out}.json and {args.out}.png')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
