@@ -12,13 +12,11 @@ import argparse
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from acmix_mm.utils.peak_memory import (RETURN_FREED_MEMORY_ENV, peak_rss_bytes,  # noqa: E402
-                                        reset_peak_rss)
+from acmix_mm.utils.benchmarking import peak_rss_bytes, reset_peak_rss, run_worker  # noqa: E402
 
 # name -> (baseline name or None, builder kind, arguments)
 CASES = {
@@ -144,19 +142,12 @@ class TextProgress:
 
 
 def run_case(args, name, mode, size):
-    """Runs one case in a fresh process. Training memory is measured in a process of its own in
-    which glibc returns every freed block over 64 KiB to the system at once, so that its resident
-    memory follows the tensors alive (timings run with the default allocator)."""
-    cmd = [sys.executable, osp.abspath(__file__), '--worker', name, mode, str(size),
-           '--device', args.device, '--repeat', str(args.repeat), '--batch', str(args.batch)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    if mode == 'memory':
-        env.update(RETURN_FREED_MEMORY_ENV)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
-    if out.returncode or not lines:
-        raise RuntimeError(f'case {name} {mode} failed:\n{out.stderr[-2000:]}')
-    return json.loads(lines[-1])
+    """Runs one case in a fresh process; training memory is measured in a process of its own (see
+    :mod:`acmix_mm.utils.benchmarking`), timings run with the default allocator."""
+    return run_worker(osp.abspath(__file__),
+                      ['--worker', name, mode, str(size), '--device', args.device, '--repeat',
+                       str(args.repeat), '--batch', str(args.batch)], args.threads,
+                      measure_memory=mode == 'memory')
 
 
 def fmt(value):

@@ -2,7 +2,7 @@
 ResNet-50, at a detection image size (default: batch 2 of 800x1333, as the COCO 1x schedule).
 
 Each case runs in a fresh process (memory in a process of its own, see
-:mod:`acmix_mm.utils.peak_memory`); the cases alternate over ``--rounds`` passes and each reports
+:mod:`acmix_mm.utils.benchmarking`); the cases alternate over ``--rounds`` passes and each reports
 its fastest iteration. Writes a markdown table with the ratios and a PNG chart.
 
     python tools/analysis_tools/benchmark_detector.py --out docs/benchmarks_mask_rcnn \
@@ -13,14 +13,12 @@ import json
 import os
 import os.path as osp
 import platform
-import subprocess
 import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from acmix_mm.utils.peak_memory import (RETURN_FREED_MEMORY_ENV, peak_rss_bytes,  # noqa: E402
-                                        reset_peak_rss)
+from acmix_mm.utils.benchmarking import peak_rss_bytes, reset_peak_rss, run_worker  # noqa: E402
 
 CASES = {  # name -> (config, baseline)
     'mask-rcnn_r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', None),
@@ -60,16 +58,10 @@ def measure(name, mode, size, batch, repeat):
 
 
 def run_case(args, name, mode):
-    cmd = [sys.executable, osp.abspath(__file__), '--worker', name, mode, '--size',
-           *map(str, args.size), '--batch', str(args.batch), '--repeat', str(args.repeat)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    if mode == 'memory':
-        env.update(RETURN_FREED_MEMORY_ENV)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
-    if out.returncode or not lines:
-        raise RuntimeError(f'case {name} {mode} failed:\n{out.stderr[-3000:]}')
-    return json.loads(lines[-1])
+    return run_worker(osp.abspath(__file__),
+                      ['--worker', name, mode, '--size', *map(str, args.size), '--batch',
+                       str(args.batch), '--repeat', str(args.repeat)], args.threads,
+                      measure_memory=mode == 'memory')
 
 
 def table(best):

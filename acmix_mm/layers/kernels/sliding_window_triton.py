@@ -39,19 +39,25 @@ if TRITON_AVAILABLE:
         return tl.where(t >= size, period - t, t)
 
     @triton.jit
+    def _query_tile(D, H, W, HO, WO, STRIDE: tl.constexpr, BLOCK_D: tl.constexpr,
+                    BLOCK_P: tl.constexpr):
+        """This program's (b, n) slice and tile of queries: the slice's offset in the inputs and
+        in the outputs, the channel offsets, the mask, and the query coordinates."""
+        bn = tl.program_id(1).to(tl.int64)
+        hw = H * W
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        c = tl.arange(0, BLOCK_D)
+        mask = (c < D)[:, None] & (p < HO * WO)[None, :]
+        out_off = bn * D * HO * WO + c[:, None] * (HO * WO) + p[None, :]
+        return bn * D * hw, out_off, c[:, None] * hw, mask, (p // WO) * STRIDE, (p % WO) * STRIDE
+
+    @triton.jit
     def _fwd_kernel(q_ptr, k_ptr, v_ptr, out_ptr, scale, D, H, W, HO, WO,
                     KERNEL: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
                     ONE_BOUNCE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
         PAD: tl.constexpr = DILATION * (KERNEL - 1) // 2
-        bn = tl.program_id(1).to(tl.int64)
-        hw = H * W
-        in_base = bn * D * hw
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        c = tl.arange(0, BLOCK_D)
-        mask = (c < D)[:, None] & (p < HO * WO)[None, :]
-        yq = (p // WO) * STRIDE
-        xq = (p % WO) * STRIDE
-        chan = c[:, None] * hw
+        in_base, out_off, chan, mask, yq, xq = _query_tile(D, H, W, HO, WO, STRIDE, BLOCK_D,
+                                                           BLOCK_P)
 
         q = tl.load(q_ptr + in_base + chan + (yq * W + xq)[None, :], mask=mask, other=0.)
         q = q.to(tl.float32) * (scale * 1.4426950408889634)
@@ -73,7 +79,6 @@ if TRITON_AVAILABLE:
                 m = m_new
 
         out = acc / l[None, :]
-        out_off = bn * D * HO * WO + c[:, None] * (HO * WO) + p[None, :]
         tl.store(out_ptr + out_off, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
@@ -83,19 +88,11 @@ if TRITON_AVAILABLE:
                     ONE_BOUNCE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
         PAD: tl.constexpr = DILATION * (KERNEL - 1) // 2
         LOG2E: tl.constexpr = 1.4426950408889634
-        bn = tl.program_id(1).to(tl.int64)
-        hw = H * W
-        in_base = bn * D * hw
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        c = tl.arange(0, BLOCK_D)
-        mask = (c < D)[:, None] & (p < HO * WO)[None, :]
-        yq = (p // WO) * STRIDE
-        xq = (p % WO) * STRIDE
-        chan = c[:, None] * hw
+        in_base, g_off, chan, mask, yq, xq = _query_tile(D, H, W, HO, WO, STRIDE, BLOCK_D,
+                                                         BLOCK_P)
         q_off = chan + (yq * W + xq)[None, :]
 
         q = tl.load(q_ptr + in_base + q_off, mask=mask, other=0.).to(tl.float32) * scale
-        g_off = bn * D * HO * WO + c[:, None] * (HO * WO) + p[None, :]
         g = tl.load(g_ptr + g_off, mask=mask, other=0.).to(tl.float32)
 
         m = tl.full([BLOCK_P], float('-inf'), tl.float32)

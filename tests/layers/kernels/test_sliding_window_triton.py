@@ -64,6 +64,9 @@ def _check_case(triton_mod, python_mod, shape, kernel, stride, dilation, with_pe
     grads = triton_mod.sliding_window_attention_triton_backward(grad_out, q, k, v, pe, 0.7,
                                                                 kernel, stride, dilation)
     torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+    # a custom operator's outputs may not share memory (torch checks it on CUDA)
+    storages = [g.untyped_storage().data_ptr() for g in grads if g is not None]
+    assert len(set(storages)) == len(storages), 'gradients share storage'
     for name, got, want in zip(('q', 'k', 'v', 'pe'), grads, ref_grads):
         if want is None:
             assert got is None, f'grad_{name} should be None'

@@ -1,0 +1,47 @@
+"""Helpers of the benchmark tools, which run every case in a fresh process.
+
+Peak memory on the CPU: the worker runs with :data:`RETURN_FREED_MEMORY_ENV`, so that glibc hands
+every freed block over 64 KiB back to the system at once; resident memory then follows the tensors
+alive, and the peak over a step (Linux ``VmHWM`` after ``clear_refs``) is that step's working set.
+"""
+import json
+import os
+import subprocess
+import sys
+from typing import List
+
+RETURN_FREED_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
+
+
+def _status_kb(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def reset_peak_rss() -> int:
+    """Resets the process's peak resident memory (``clear_refs``); returns the current resident
+    memory in bytes."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    return _status_kb('VmRSS') * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory since the last :func:`reset_peak_rss`, in bytes."""
+    return _status_kb('VmHWM') * 1024
+
+
+def run_worker(script: str, args: List[str], threads: int, measure_memory: bool) -> dict:
+    """Runs ``python script args`` in a fresh process with ``threads`` OpenMP threads and returns
+    the last JSON line it prints; a failure raises with the end of its stderr."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if measure_memory:
+        env.update(RETURN_FREED_MEMORY_ENV)
+    out = subprocess.run([sys.executable, script] + args, capture_output=True, text=True, env=env)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
+    if out.returncode or not lines:
+        raise RuntimeError(f'{" ".join(args)} failed:\n{out.stderr[-3000:]}')
+    return json.loads(lines[-1])
