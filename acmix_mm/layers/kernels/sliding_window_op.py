@@ -19,14 +19,14 @@ from .sliding_window_python import (output_size, sliding_window_attention_python
                                     sliding_window_attention_python_backward)
 
 BACKENDS = ('auto', 'python', 'cpp', 'triton')
-
-
 CPP_DTYPES = (torch.float32, torch.float64)
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def selected_backend(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     """The implementation used for tensors of ``dtype`` on ``device``, from ``ACMIX_MM_KERNEL``
-    and what is available (the C++ kernel computes in float32 and float64 only)."""
+    and what is available (the C++ kernel computes in float32 and float64, the Triton kernel in
+    float32 from float32, float16 and bfloat16 inputs)."""
     choice = os.environ.get('ACMIX_MM_KERNEL', 'auto')
     if choice not in BACKENDS:
         raise ValueError(f'ACMIX_MM_KERNEL must be one of {BACKENDS}, got {choice!r}')
@@ -37,13 +37,15 @@ def selected_backend(device: torch.device, dtype: torch.dtype = torch.float32) -
     if choice == 'auto':
         if device.type == 'cpu' and dtype in CPP_DTYPES and load_cpu_extension() is not None:
             return 'cpp'
-        if device.type == 'cuda' and _triton_module().TRITON_AVAILABLE:
+        if device.type == 'cuda' and dtype in TRITON_DTYPES and _triton_module().TRITON_AVAILABLE:
             return 'triton'
         return 'python'
     if choice == 'cpp' and dtype not in CPP_DTYPES:
         raise ValueError(f'ACMIX_MM_KERNEL=cpp computes in {CPP_DTYPES}, got {dtype}')
     if choice == 'cpp' and load_cpu_extension() is None:
         raise RuntimeError('ACMIX_MM_KERNEL=cpp, but the C++ kernel could not be built')
+    if choice == 'triton' and dtype not in TRITON_DTYPES:
+        raise ValueError(f'ACMIX_MM_KERNEL=triton takes {TRITON_DTYPES}, got {dtype}')
     if choice == 'triton' and not _triton_module().TRITON_AVAILABLE:
         raise RuntimeError('ACMIX_MM_KERNEL=triton, but Triton is not installed')
     return choice
