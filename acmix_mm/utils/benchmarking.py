@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import List
+from typing import Callable, Dict, List, Sequence, Tuple
 
 RETURN_FREED_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
 
@@ -45,3 +45,19 @@ def run_worker(script: str, args: List[str], threads: int, measure_memory: bool)
     if out.returncode or not lines:
         raise RuntimeError(f'{" ".join(args)} failed:\n{out.stderr[-3000:]}')
     return json.loads(lines[-1])
+
+
+def fastest_over_rounds(jobs: Sequence[tuple], run: Callable[..., dict], rounds: int,
+                        progress) -> Dict[Tuple[str, str], dict]:
+    """Runs every job ``rounds`` times, the jobs alternating so that a slow spell of the machine
+    hits them all, and keeps each ``(name, mode)``'s fastest result (``run(*job)`` returns a dict
+    with ``name``, ``mode`` and ``seconds``); ``progress.update()`` after each run."""
+    best = {}
+    for _ in range(rounds):
+        for job in jobs:
+            result = run(*job)
+            key = (result['name'], result['mode'])
+            if key not in best or result['seconds'] < best[key]['seconds']:
+                best[key] = result
+            progress.update()
+    return best

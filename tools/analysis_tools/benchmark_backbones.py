@@ -16,7 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from acmix_mm.utils.benchmarking import peak_rss_bytes, reset_peak_rss, run_worker  # noqa: E402
+from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
+                                         reset_peak_rss, run_worker)
 
 # name -> (baseline name or None, builder kind, arguments)
 CASES = {
@@ -204,7 +205,8 @@ def main(argv=None):
     parser.add_argument('--train-size', type=int, default=512)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
-    parser.add_argument('--repeat', type=int, default=5, help='timed runs per case (the fastest is reported)')
+    parser.add_argument('--repeat', type=int, default=5,
+                        help='timed runs per case (the fastest is reported)')
     parser.add_argument('--rounds', type=int, default=2,
                         help='passes over all cases; each case reports its fastest pass')
     parser.add_argument('--batch', type=int, default=1)
@@ -221,14 +223,8 @@ def main(argv=None):
     modes = ('infer', 'train', 'memory') if args.device == 'cpu' else ('infer', 'train')
     jobs = [(c, m, args.infer_size if m == 'infer' else args.train_size)
             for c in args.cases for m in modes]
-    best, bar = {}, ProgressBar(len(jobs) * args.rounds)
-    for _ in range(args.rounds):  # cases alternate, so a slow spell of the machine hits all
-        for job in jobs:
-            r = run_case(args, *job)
-            key = (r['name'], r['mode'])
-            if key not in best or r['seconds'] < best[key]['seconds']:
-                best[key] = r
-            bar.update()
+    best = fastest_over_rounds(jobs, lambda *job: run_case(args, *job), args.rounds,
+                               ProgressBar(len(jobs) * args.rounds))
     results = list(best.values())
     sys.stdout.write('\n')
     md, ratios = table(results)
@@ -244,9 +240,10 @@ def main(argv=None):
                 f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
                 f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
                 f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
-                f'at their ResNet-50 stage size. Fastest of {args.repeat} runs in each of {args.rounds} alternating passes. Peak memory: on CUDA '
-                f'the allocator\'s peak; on the CPU the growth of the peak resident memory over the '
-                f'state before one training step, in a process that returns freed memory at once.\n\n{md}\n')
+                f'at their ResNet-50 stage size. Fastest of {args.repeat} runs in each of '
+                f'{args.rounds} alternating passes. Peak memory: on CUDA the allocator\'s peak; '
+                f'on the CPU the growth of the peak resident memory over the state before one '
+                f'training step, in a process that returns freed memory at once.\n\n{md}\n')
     with open(args.out + '.json', 'w') as f:
         json.dump(results, f, indent=1)
     if ratios:

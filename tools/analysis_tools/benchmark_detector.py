@@ -18,7 +18,8 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from acmix_mm.utils.benchmarking import peak_rss_bytes, reset_peak_rss, run_worker  # noqa: E402
+from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
+                                         reset_peak_rss, run_worker)
 
 CASES = {  # name -> (config, baseline)
     'mask-rcnn_r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', None),
@@ -107,13 +108,8 @@ def main(argv=None):
         return 0
     from mmengine.utils import ProgressBar
     jobs = [(name, mode) for name in CASES for mode in ('train', 'memory')]
-    best, bar = {}, ProgressBar(len(jobs) * args.rounds)
-    for _ in range(args.rounds):
-        for name, mode in jobs:
-            r = run_case(args, name, mode)
-            if (name, mode) not in best or r['seconds'] < best[(name, mode)]['seconds']:
-                best[(name, mode)] = r
-            bar.update()
+    best = fastest_over_rounds(jobs, lambda *job: run_case(args, *job), args.rounds,
+                               ProgressBar(len(jobs) * args.rounds))
     sys.stdout.write('\n')
     md = table(best)
     print(md)
@@ -126,8 +122,8 @@ def main(argv=None):
                 f'case, CPU; torch {torch.__version__}. One Mask R-CNN training iteration '
                 f'(forward, losses, backward) on a batch of {args.batch} random '
                 f'{args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
-                f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s `mask-rcnn_r50_fpn_1x_coco.py`'
-                f'); fastest of {args.repeat} iterations in each of {args.rounds} alternating '
+                f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
+                f'`mask-rcnn_r50_fpn_1x_coco.py`); fastest of {args.repeat} iterations in each of {args.rounds} alternating '
                 f'passes. Peak memory: growth of the peak resident memory over one iteration, in a '
                 f'process that returns freed memory at once.\n\n{md}\n')
     with open(args.out + '.json', 'w') as f:

@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         f.write(f'Measured by `python tools/analysis_tools/model_table.py` (torch {torch.__version__},'
                 ' 1x3x224x224, 1000 classes). Top-1 is the paper\'s; it is not measured here.\n\n')
         f.write(table + '\n\nFLOPs count multiply-adds, the ResNet variant\'s sliding-window '
-                'attention included (2 x 49 x C x H_out x W_out per layer, logits and weighted sum; '
+                'attention included (2 x 49 x C x H_out x W_out per layer, logits and weighted '
+                'sum; '
                 'see `acmix_mm/utils/flop_count.py`).\n')
     _plot(rows, args.out + '.png')
     print(f'wrote {args.out}.md and {args.out}.png')
