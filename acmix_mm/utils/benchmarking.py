@@ -61,3 +61,14 @@ def fastest_over_rounds(jobs: Sequence[tuple], run: Callable[..., dict], rounds:
                 best[key] = result
             progress.update()
     return best
+
+
+def write_report(out: str, script: str, argv: List[str], setting: str, table: str,
+                 results: List[dict]) -> None:
+    """Writes ``out.md`` (the command that produced it, the measuring ``setting`` and the markdown
+    ``table``) and ``out.json`` (the raw ``results``); the caller draws ``out.png``."""
+    os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+    with open(out + '.md', 'w') as f:
+        f.write(f'Command: `python {script} {" ".join(argv)}`\n\n{setting}\n\n{table}\n')
+    with open(out + '.json', 'w') as f:
+        json.dump(results, f, indent=1)

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
-                                         reset_peak_rss, run_worker)
+                                         reset_peak_rss, run_worker, write_report)
 
 # name -> (baseline name or None, builder kind, arguments)
 CASES = {
@@ -229,23 +229,20 @@ def main(argv=None):
     sys.stdout.write('\n')
     md, ratios = table(results)
     print(md)
-    os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
     import platform
 
     import torch
-    with open(args.out + '.md', 'w') as f:
-        f.write(f'Command: `python tools/analysis_tools/benchmark_backbones.py '
-                f'{" ".join(argv if argv is not None else sys.argv[1:])}`\n\n'
-                f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
-                f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
-                f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
-                f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
-                f'at their ResNet-50 stage size. Fastest of {args.repeat} runs in each of '
-                f'{args.rounds} alternating passes. Peak memory: on CUDA the allocator\'s peak; '
-                f'on the CPU the growth of the peak resident memory over the state before one '
-                f'training step, in a process that returns freed memory at once.\n\n{md}\n')
-    with open(args.out + '.json', 'w') as f:
-        json.dump(results, f, indent=1)
+    write_report(
+        args.out, 'tools/analysis_tools/benchmark_backbones.py',
+        argv if argv is not None else sys.argv[1:],
+        f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
+        f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
+        f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
+        f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
+        f'at their ResNet-50 stage size. Fastest of {args.repeat} runs in each of '
+        f'{args.rounds} alternating passes. Peak memory: on CUDA the allocator\'s peak; '
+        f'on the CPU the growth of the peak resident memory over the state before one '
+        f'training step, in a process that returns freed memory at once.', md, results)
     if ratios:
         plot(ratios, args.out + '.png')
     print(f'wrote {args.out}.md, {args.out}.json and {args.out}.png')

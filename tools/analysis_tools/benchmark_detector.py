@@ -19,7 +19,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
-                                         reset_peak_rss, run_worker)
+                                         reset_peak_rss, run_worker, write_report)
 
 CASES = {  # name -> (config, baseline)
     'mask-rcnn_r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', None),
@@ -114,20 +114,18 @@ def main(argv=None):
     md = table(best)
     print(md)
     import torch
-    os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
-    with open(args.out + '.md', 'w') as f:
-        f.write(f'Command: `python tools/analysis_tools/benchmark_detector.py '
-                f'{" ".join(argv if argv is not None else sys.argv[1:])}`\n\n'
-                f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads per '
-                f'case, CPU; torch {torch.__version__}. One Mask R-CNN training iteration '
-                f'(forward, losses, backward) on a batch of {args.batch} random '
-                f'{args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
-                f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
-                f'`mask-rcnn_r50_fpn_1x_coco.py`); fastest of {args.repeat} iterations in each of {args.rounds} alternating '
-                f'passes. Peak memory: growth of the peak resident memory over one iteration, in a '
-                f'process that returns freed memory at once.\n\n{md}\n')
-    with open(args.out + '.json', 'w') as f:
-        json.dump(list(best.values()), f, indent=1)
+    write_report(
+        args.out, 'tools/analysis_tools/benchmark_detector.py',
+        argv if argv is not None else sys.argv[1:],
+        f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads per '
+        f'case, CPU; torch {torch.__version__}. One Mask R-CNN training iteration '
+        f'(forward, losses, backward) on a batch of {args.batch} random '
+        f'{args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
+        f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
+        f'`mask-rcnn_r50_fpn_1x_coco.py`); fastest of {args.repeat} iterations in each of '
+        f'{args.rounds} alternating passes. Peak memory: growth of the peak resident memory '
+        f'over one iteration, in a process that returns freed memory at once.', md,
+        list(best.values()))
     plot(best, args.out + '.png')
     print(f'wrote {args.out}.md, {args.out}.json and {args.out}.png')
     return 0
