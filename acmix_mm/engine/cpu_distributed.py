@@ -7,6 +7,7 @@ model with ``device_ids=[LOCAL_RANK]``; both fail on a CPU-only machine. When no
 :class:`AnyDeviceDistributedDataParallel` through ``model_wrapper_cfg``. With a GPU nothing
 changes, so the command that runs here is the one a GPU cluster runs with NCCL.
 """
+import atexit
 import os
 
 import torch
@@ -44,6 +45,9 @@ def setup_cpu_distributed(cfg) -> bool:
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
                                 world_size=int(os.environ['WORLD_SIZE']))
+        # mmengine never destroys the group; gloo's threads left running at interpreter exit
+        # can abort the process ("terminate called without an active exception").
+        atexit.register(_destroy_process_group)
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(type='AnyDeviceDistributedDataParallel',
@@ -51,6 +55,11 @@ def setup_cpu_distributed(cfg) -> bool:
                                      find_unused_parameters=cfg.get('find_unused_parameters',
                                                                     False))
     return True
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _slurm_env_to_torch_env() -> None:
