@@ -7,8 +7,13 @@ to a grouped ``dep_conv`` whose kernels start as "shift" kernels.
 The two submodules live directly on the ACmix modules (reference parameter names ``fc`` and
 ``dep_conv``), so this file offers builders and a functional forward rather than a module.
 """
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .kernels.conv_path_op import fused_conv_path, fused_conv_path_applies
 
 
 def build_fc(heads: int, kernel_conv: int, bias: bool) -> nn.Conv2d:
@@ -50,9 +55,10 @@ def shift_init_(dep_conv: nn.Conv2d) -> None:
 def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d) -> torch.Tensor:
     """Runs ``fc``, the channel reordering and ``dep_conv``.
 
-    ``fc`` runs as a matrix product; its output is laid out channels-last, in the channel order
-    ``c * k^2 + j`` that ``dep_conv`` reads, because the CPU's grouped convolution is several
-    times faster on channels-last maps.
+    Where no gradient is needed on the CPU the fused C++ kernel computes it in one pass
+    (:mod:`.kernels.conv_path_op`). Otherwise ``fc`` runs as a matrix product whose output is laid
+    out channels-last, in the channel order ``c * k^2 + j`` that ``dep_conv`` reads, because the
+    CPU's grouped convolution is several times faster on channels-last maps.
 
     Args:
         qkv: ``(B, 3N, d, H, W)``, axis 1 ordered ``[q heads, k heads, v heads]``.
@@ -64,6 +70,10 @@ def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d) -> torch.Te
     """
     b, t, d, h, w = qkv.shape
     k2 = fc.out_channels
+    if fused_conv_path_applies(qkv, fc.weight, fc.bias, dep_conv.weight, dep_conv.bias):
+        out = fused_conv_path(qkv.permute(0, 3, 4, 1, 2), fc.weight, fc.bias, dep_conv.weight,
+                              dep_conv.bias, dep_conv.stride[0], dep_conv.dilation[0])
+        return out.permute(0, 3, 1, 2)
     # bmm with the weight expanded: torch.matmul would run this as a slow transposed product.
     mixed = torch.bmm(fc.weight.view(1, k2, t).expand(b, k2, t), qkv.reshape(b, t, d * h * w))
     if fc.bias is not None:
@@ -72,27 +82,43 @@ def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d) -> torch.Te
     return dep_conv(mixed.view(b, h, w, d * k2).permute(0, 3, 1, 2))
 
 
-def conv_path_channels_last(qkv: torch.Tensor, heads: int, fc: nn.Conv2d,
-                            dep_conv: nn.Conv2d) -> torch.Tensor:
+def conv_path_channels_last(qkv: torch.Tensor, heads: int, fc: nn.Conv2d, dep_conv: nn.Conv2d,
+                            out_scale: Optional[torch.Tensor] = None,
+                            out_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`conv_path` for a channels-last ``[q | k | v]`` map, as the Swin variant has it.
 
     Channel ``t * d + c`` of ``qkv`` is map ``t = type * N + head``, sub-channel ``c``. ``fc`` runs
     as ``(k^2, 3N) @ (3N, d)`` per position (the fast orientation of the product); one transposing
-    copy then gives the channel order ``c * k^2 + j`` that ``dep_conv`` reads, channels-last.
+    copy then gives the channel order ``c * k^2 + j`` that ``dep_conv`` reads, channels-last. The
+    fused C++ kernel replaces all of it where no gradient is needed, as in :func:`conv_path`.
 
     Args:
         qkv: ``(B, H, W, 3C)``.
         heads: ``N``.
+        fc, dep_conv: from :func:`build_fc` and :func:`build_dep_conv`.
+        out_scale: ``(1,)`` or ``(C,)``, multiplies the result; folded into ``dep_conv``'s weight.
+        out_bias: ``(C,)``, added to the result; folded into ``dep_conv``'s bias.
 
     Returns:
-        ``(B, H_out, W_out, C)``.
+        ``(B, H_out, W_out, C)``, contiguous.
     """
     b, h, w, c3 = qkv.shape
     t = 3 * heads
     k2 = fc.out_channels
+    weight, bias = dep_conv.weight, dep_conv.bias
+    if out_scale is not None:
+        weight = weight * out_scale.view(-1, 1, 1, 1)
+        bias = None if bias is None else bias * out_scale
+    if out_bias is not None:
+        bias = out_bias if bias is None else bias + out_bias
+    if fused_conv_path_applies(qkv, fc.weight, fc.bias, weight, bias):
+        return fused_conv_path(qkv.view(b, h, w, t, c3 // t), fc.weight, fc.bias, weight, bias,
+                               dep_conv.stride[0], dep_conv.dilation[0])
     p = b * h * w
     mixed = torch.bmm(fc.weight.view(1, k2, t).expand(p, k2, t), qkv.reshape(p, t, c3 // t))
     if fc.bias is not None:
         mixed = mixed + fc.bias.view(k2, 1)
     mixed = mixed.transpose(1, 2).contiguous()  # (P, k^2, d) -> (P, d, k^2)
-    return dep_conv(mixed.view(b, h, w, -1).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    out = F.conv2d(mixed.view(b, h, w, -1).permute(0, 3, 1, 2), weight, bias, dep_conv.stride,
+                   dep_conv.padding, dep_conv.dilation, dep_conv.groups)
+    return out.permute(0, 2, 3, 1)

@@ -5,13 +5,17 @@ source changes. The library is tagged with the instruction set it was built for,
 shared by machines with different CPUs never runs instructions a machine lacks.
 """
 import functools
+import hashlib
 import logging
 import os.path as osp
 import platform
 from types import ModuleType
 from typing import List, Optional
 
-_SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'sliding_window_cpu.cpp')
+_DIR = osp.dirname(osp.abspath(__file__))
+_SOURCES = [osp.join(_DIR, name)
+            for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp')]
+_HEADERS = [osp.join(_DIR, 'cpu_vectors.h')]
 logger = logging.getLogger(__name__)
 
 
@@ -32,15 +36,27 @@ def _isa_flags() -> List[str]:
     return []
 
 
+def _source_digest() -> str:
+    """Names the build after its sources and headers: torch rebuilds on a changed source file but
+    does not see headers."""
+    digest = hashlib.sha1()
+    for path in _SOURCES + _HEADERS:
+        with open(path, 'rb') as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:10]
+
+
 @functools.lru_cache(maxsize=None)
 def load_cpu_extension(verbose: bool = False) -> Optional[ModuleType]:
-    """The compiled module (``forward``, ``backward``), or None where it cannot be built."""
+    """The compiled module (``sliding_window_forward``, ``sliding_window_backward``,
+    ``conv_path_forward``), or None where it cannot be built."""
     from torch.utils.cpp_extension import load
     isa = _isa_flags()
-    name = 'acmix_mm_cpu_' + ('avx2' if isa else 'generic')
+    name = f'acmix_mm_cpu_{"avx2" if isa else "generic"}_{_source_digest()}'
     try:
-        return load(name=name, sources=[_SOURCE], extra_cflags=['-O3', '-ffp-contract=fast', '-fno-trapping-math', '-fopenmp'] + isa,
-                    extra_ldflags=['-fopenmp'], verbose=verbose)
+        return load(name=name, sources=_SOURCES,
+                    extra_cflags=['-O3', '-ffp-contract=fast', '-fno-trapping-math', '-fopenmp'] +
+                    isa, extra_ldflags=['-fopenmp'], verbose=verbose)
     except Exception as exc:  # no compiler, no ninja, a failed build: the fallback takes over
         logger.warning('acmix_mm: the C++ CPU kernel is unavailable (%s); using the PyTorch '
                        'fallback', exc)

@@ -14,6 +14,9 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu_vectors.h"
+
+namespace acmix_mm {
 namespace {
 
 struct Geometry {
@@ -60,8 +63,6 @@ inline double fast_exp(double x) { return std::exp(x); }
 
 constexpr int64_t kChunk = 16;  // queries per register block
 
-inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
 // Strided view of one (batch, head) slice of a (B, N, d, H, W) tensor whose last stride is 1.
 template <typename T>
 struct Slice {
@@ -75,12 +76,6 @@ Slice<T> slice(const at::Tensor& t, int64_t b, int64_t n) {
   return {t.data_ptr<T>() + b * t.stride(0) + n * t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// 32-byte vectors (GCC/Clang extension) that may load from unaligned addresses.
-typedef float float_vec __attribute__((vector_size(32), aligned(4)));
-typedef double double_vec __attribute__((vector_size(32), aligned(8)));
-template <typename T> struct VecOf;
-template <> struct VecOf<float> { using type = float_vec; };
-template <> struct VecOf<double> { using type = double_vec; };
 
 // out[x] = sum_r a_r[x] * b_r[x * stride] for the kChunk queries of one chunk (the first `count`
 // are stored), with the rows given by `pair(r, &a_r, &b_r)`; the sums stay in registers.
@@ -491,9 +486,11 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                 "pe must be a contiguous (d, H, W) tensor");
 }
 
-at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                   const c10::optional<at::Tensor>& pe, double scale, int64_t kernel,
-                   int64_t stride, int64_t dilation) {
+}  // namespace
+
+at::Tensor sliding_window_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const c10::optional<at::Tensor>& pe, double scale,
+                                  int64_t kernel, int64_t stride, int64_t dilation) {
   check_inputs(q, k, v, pe);
   const Geometry g(q, kernel, stride, dilation);
   at::Tensor out = at::empty({q.size(0), q.size(1), g.d, g.Ho, g.Wo}, q.options());
@@ -504,10 +501,10 @@ at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   return out;
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q,
-                                 const at::Tensor& k, const at::Tensor& v,
-                                 const c10::optional<at::Tensor>& pe, double scale, int64_t kernel,
-                                 int64_t stride, int64_t dilation) {
+std::vector<at::Tensor> sliding_window_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                const at::Tensor& k, const at::Tensor& v,
+                                                const c10::optional<at::Tensor>& pe, double scale,
+                                                int64_t kernel, int64_t stride, int64_t dilation) {
   check_inputs(q, k, v, pe);
   const Geometry g(q, kernel, stride, dilation);
   const at::Tensor go = grad_out.contiguous();
@@ -522,9 +519,4 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
   return {grad_q, grad_k, grad_v};
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "ACmix sliding-window attention, forward (CPU)");
-  m.def("backward", &backward, "ACmix sliding-window attention, backward (CPU)");
-}
+}  // namespace acmix_mm

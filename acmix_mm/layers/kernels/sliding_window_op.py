@@ -61,7 +61,8 @@ def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: Optional[
                 scale: float, kernel: int, stride: int, dilation: int) -> torch.Tensor:
     backend = selected_backend(q.device, q.dtype)
     if backend == 'cpp':
-        return load_cpu_extension().forward(q, k, v, pe, scale, kernel, stride, dilation)
+        return load_cpu_extension().sliding_window_forward(q, k, v, pe, scale, kernel, stride,
+                                                           dilation)
     if backend == 'triton':
         return _triton_module().sliding_window_attention_triton_forward(
             q, k, v, pe, scale, kernel, stride, dilation)
@@ -75,8 +76,8 @@ def _backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     """Gradients of q, k, v, and of pe when it is given."""
     backend = selected_backend(q.device, q.dtype)
     if backend == 'cpp':
-        grad_q, grad_k, grad_v = load_cpu_extension().backward(grad_out, q, k, v, pe, scale,
-                                                               kernel, stride, dilation)
+        grad_q, grad_k, grad_v = load_cpu_extension().sliding_window_backward(
+            grad_out, q, k, v, pe, scale, kernel, stride, dilation)
         return [grad_q, grad_k, grad_v] + ([] if pe is None else [-grad_k.sum((0, 1))])
     if backend == 'triton':
         grads = _triton_module().sliding_window_attention_triton_backward(

@@ -5,7 +5,7 @@ attention path (relative position bias, shift mask, softmax, ``attn @ v``, ``pro
 map feeds the convolution path (``fc`` with bias, shift-initialised ``dep_conv``), which is not
 passed through ``proj``. ``out = rate1 * attention + rate2 * convolution``, then ``proj_drop``.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -48,31 +48,67 @@ class ACmixWindowMSA(WindowMSA):
         self.rate2.fill_(0.5)
 
     def convolution(self, qkv: torch.Tensor) -> torch.Tensor:
-        """``rate2`` times the convolution path of a channels-last ``qkv`` ``(B, H, W, 3C)``."""
-        return self.rate2 * conv_path_channels_last(qkv, self.num_heads, self.fc, self.dep_conv)
-
-    def attend(self, qkv: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Window attention on precomputed ``qkv``, up to ``proj`` (``proj_drop`` comes later).
+        """``rate2 * convolution path + rate1 * proj.bias`` of a channels-last ``qkv``.
 
         Args:
-            qkv: ``(num_windows * B, N, 3C)`` for windows of ``N`` tokens.
-            mask: ``(num_windows, N, N)`` of 0 / -100, or None.
+            qkv: ``(B, H, W, 3C)``.
 
         Returns:
-            ``(num_windows * B, N, C)``.
+            ``(B, H, W, C)``, contiguous. The scaling and the bias are folded into ``dep_conv``.
         """
-        b, n, c3 = qkv.shape
-        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+        proj_bias = None if self.proj.bias is None else self.rate1 * self.proj.bias
+        return conv_path_channels_last(qkv, self.num_heads, self.fc, self.dep_conv,
+                                       out_scale=self.rate2, out_bias=proj_bias)
+
+    def split_windows(self, qkv: torch.Tensor,
+                      window_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of every window and head, in one copy.
+
+        Args:
+            qkv: ``(B, H, W, 3C)``, ``H`` and ``W`` multiples of ``window_size``.
+
+        Returns:
+            ``q, k, v``, each ``(B * num_windows * N, ws * ws, d)``, windows in row-major order.
+        """
+        b, h, w, c3 = qkv.shape
+        ws, heads = window_size, self.num_heads
+        x = qkv.view(b, h // ws, ws, w // ws, ws, 3, heads, c3 // (3 * heads))
+        x = x.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, ws * ws, c3 // (3 * heads))
+        return x[0], x[1], x[2]
+
+    def attention_bias(self, mask: Optional[torch.Tensor], windows: int) -> torch.Tensor:
+        """Relative position bias plus the shift mask, for every window and head.
+
+        Args:
+            mask: ``(num_windows, n, n)`` of 0 / -100, or None.
+            windows: ``B * num_windows``.
+
+        Returns:
+            ``(B, num_windows, N, n, n)`` or, without ``mask``, ``(B * num_windows, N, n, n)``:
+            broadcast views, in the order of :meth:`split_windows`.
+        """
+        n = self.relative_position_index.shape[0]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            attn = attn.view(b // num_windows, num_windows, self.num_heads, n, n)
-            attn = (attn + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.num_heads, n, n)
-        attn = self.attn_drop(self.softmax(attn))
-        out = (attn @ v).transpose(1, 2).reshape(b, n, c3 // 3)
-        return self.proj(out)
+        bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (N, n, n)
+        if mask is None:
+            return bias.expand(windows, -1, -1, -1)
+        bias = mask.unsqueeze(1) + bias  # (num_windows, N, n, n)
+        return bias.expand(windows // mask.shape[0], -1, -1, -1, -1)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               bias: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of every window and head.
+
+        Args:
+            q, k, v: ``(M, n, d)`` from :meth:`split_windows`.
+            bias: ``(M, n, n)`` (anything that reshapes to it), from :meth:`attention_bias`.
+
+        Returns:
+            ``(M, n, d)``, before ``proj``.
+        """
+        m, n, _ = q.shape
+        attn = torch.baddbmm(bias.reshape(m, n, n), q, k.transpose(1, 2), alpha=self.scale)
+        return torch.bmm(self.attn_drop(self.softmax(attn)), v)
 
 
 class ACmixShiftWindowMSA(ShiftWindowMSA):
@@ -121,7 +157,9 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         if length != h * w:
             raise ValueError(f'query has {length} tokens, hw_shape {tuple(hw_shape)} needs {h * w}')
         ws = self.window_size
-        x = F.pad(query.view(b, h, w, c), (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))
+        x = query.view(b, h, w, c)
+        if h % ws or w % ws:
+            x = F.pad(x, (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))
         h_pad, w_pad = x.shape[1:3]
         shift = self.shift_size if min(h, w) > ws else 0
         if shift:
@@ -134,9 +172,13 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
             out_conv = checkpoint(msa.convolution, qkv, use_reentrant=False)
         else:
             out_conv = msa.convolution(qkv)
-        windows = self.window_partition(qkv).view(-1, ws * ws, 3 * c)
-        out_att = self.window_reverse(msa.attend(windows, mask).view(-1, ws, ws, c), h_pad, w_pad)
-        x = msa.proj_drop(msa.rate1 * out_att + out_conv)
+        heads = msa.attend(*msa.split_windows(qkv, ws), msa.attention_bias(mask, b * (h_pad // ws) * (w_pad // ws)))
+        # (B * nW * N, n, d) -> (B, H, W, C): window reverse and head merge in one copy
+        heads = heads.view(b, h_pad // ws, w_pad // ws, msa.num_heads, ws, ws, -1)
+        heads = heads.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, c)
+        # out = conv path (rate2, rate1 * proj.bias folded in) + rate1 * proj(heads)
+        x = torch.addmm(out_conv.reshape(-1, c), heads, (msa.rate1 * msa.proj.weight).t())
+        x = msa.proj_drop(x.view(b, h_pad, w_pad, c))
 
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))

@@ -66,24 +66,48 @@ def test_reference_keys_convert_with_nothing_missing(name, depths, heads):
     assert model.stages[0].blocks[1].attn.w_msa.dep_conv.bias.abs().sum() == 0
 
 
-@pytest.mark.parametrize('h,w,shift', [(14, 14, 3), (10, 17, 3), (9, 9, 0), (5, 3, 3)])
-def test_shift_window_attention_matches_spec_any_size(h, w, shift):
+def randomised_shift_window_msa(shift):
     torch.manual_seed(0)
-    attn = ACmixShiftWindowMSA(8, 2, window_size=7, shift_size=shift).double().eval()
+    attn = ACmixShiftWindowMSA(8, 2, window_size=7, shift_size=shift).double()
     with torch.no_grad():
         for p in attn.parameters():
             p.copy_(torch.randn_like(p) * 0.3)
-    x = torch.randn(2, h * w, 8, dtype=torch.float64)
-    out = attn(x, (h, w))
-    # spec: zero-pad to window multiples, shift (only if the map exceeds one window), attend
+    return attn
+
+
+def spec_shift_window_msa(attn, x, h, w, shift):
+    """The spec on ``x`` ``(B, H * W, C)``: zero-pad to window multiples, shift (only if the map
+    exceeds one window), ACmix window attention, shift back, crop."""
+    b, c = x.shape[0], x.shape[-1]
     hp, wp = -(-h // 7) * 7, -(-w // 7) * 7
     s = shift if min(h, w) > 7 else 0
-    y = F.pad(x.view(2, h, w, 8), (0, 0, 0, wp - w, 0, hp - h))
+    y = F.pad(x.view(b, h, w, c), (0, 0, 0, wp - w, 0, hp - h))
     y = torch.roll(y, (-s, -s), (1, 2))
-    sd = {k: v for k, v in attn.w_msa.state_dict().items()}
+    sd = dict(attn.w_msa.named_parameters())
     y = spec_acmix_swin_attention(y, sd, '', 2, 7, spec_window_mask(hp, wp, 7, s) if s else None)
-    y = torch.roll(y, (s, s), (1, 2))[:, :h, :w].reshape(2, h * w, 8)
-    torch.testing.assert_close(out, y, rtol=1e-9, atol=1e-9)
+    return torch.roll(y, (s, s), (1, 2))[:, :h, :w].reshape(b, h * w, c)
+
+
+@pytest.mark.parametrize('h,w,shift', [(14, 14, 3), (10, 17, 3), (9, 9, 0), (5, 3, 3)])
+def test_shift_window_attention_matches_spec_any_size(h, w, shift):
+    attn = randomised_shift_window_msa(shift).eval()
+    x = torch.randn(2, h * w, 8, dtype=torch.float64)
+    torch.testing.assert_close(attn(x, (h, w)), spec_shift_window_msa(attn, x, h, w, shift),
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('h,w,shift', [(14, 17, 3), (7, 7, 0)])
+def test_shift_window_attention_gradients_match_spec(h, w, shift):
+    """Training gradients (conv path recomputed, rates folded into the weights) against autograd
+    through the spec, for the input and every parameter."""
+    attn = randomised_shift_window_msa(shift).train()
+    x = torch.randn(2, h * w, 8, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(2, h * w, 8, dtype=torch.float64)
+    wrt = [x] + list(attn.parameters())
+    got = torch.autograd.grad(attn(x, (h, w)), wrt, grad_out)
+    want = torch.autograd.grad(spec_shift_window_msa(attn, x, h, w, shift), wrt, grad_out)
+    for (name, _), g, r in zip([('x', None)] + list(attn.named_parameters()), got, want):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9, msg=name)
 
 
 def test_arbitrary_input_sizes_and_backward():

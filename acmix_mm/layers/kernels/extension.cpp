@@ -1,0 +1,26 @@
+// Python bindings of the C++ CPU kernels (one extension module, built by cpu_extension.py).
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace acmix_mm {
+at::Tensor sliding_window_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const c10::optional<at::Tensor>& pe, double scale,
+                                  int64_t kernel, int64_t stride, int64_t dilation);
+std::vector<at::Tensor> sliding_window_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                const at::Tensor& k, const at::Tensor& v,
+                                                const c10::optional<at::Tensor>& pe, double scale,
+                                                int64_t kernel, int64_t stride, int64_t dilation);
+at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
+                             const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
+                             const at::Tensor& bias, int64_t stride, int64_t dilation);
+}  // namespace acmix_mm
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("sliding_window_forward", &acmix_mm::sliding_window_forward,
+        "ACmix sliding-window attention, forward (CPU)");
+  m.def("sliding_window_backward", &acmix_mm::sliding_window_backward,
+        "ACmix sliding-window attention, backward (CPU)");
+  m.def("conv_path_forward", &acmix_mm::conv_path_forward,
+        "ACmix convolution path (fc, reordering, dep_conv) fused, forward only (CPU)");
+}

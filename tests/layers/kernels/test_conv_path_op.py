@@ -1,0 +1,72 @@
+"""The fused C++ convolution path against the PyTorch composition it replaces in inference."""
+import pytest
+import torch
+
+from acmix_mm.layers import build_dep_conv, build_fc, conv_path, conv_path_channels_last
+from acmix_mm.layers.kernels.conv_path_op import fused_conv_path_applies
+
+
+def _modules(heads, d, out_channels, stride=1, dilation=1, fc_bias=True, seed=0):
+    torch.manual_seed(seed)
+    fc = build_fc(heads, 3, bias=fc_bias).double()
+    dep_conv = build_dep_conv(out_channels, d, 3, stride=stride, dilation=dilation).double()
+    with torch.no_grad():
+        for p in list(fc.parameters()) + list(dep_conv.parameters()):
+            p.copy_(torch.randn_like(p))
+    return fc, dep_conv
+
+
+def _composed_and_fused(fn, *args, **kwargs):
+    with torch.no_grad():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv('ACMIX_MM_KERNEL', 'python')
+            composed = fn(*args, **kwargs)
+        fused = fn(*args, **kwargs)
+    return composed, fused
+
+
+# (B, H, W, heads, d, channels out per group M): d a multiple of the vector width and not
+@pytest.mark.parametrize('b,h,w,heads,d,m', [(1, 9, 11, 3, 8, 3), (2, 7, 5, 2, 6, 2),
+                                             (1, 5, 13, 4, 12, 5), (1, 1, 1, 1, 4, 1)])
+def test_channels_last_matches_composition(b, h, w, heads, d, m):
+    fc, dep_conv = _modules(heads, d, d * m)
+    qkv = torch.randn(b, h, w, 3 * heads * d, dtype=torch.float64)
+    scale, extra = torch.tensor([0.7], dtype=torch.float64), torch.randn(d * m, dtype=torch.float64)
+    composed, fused = _composed_and_fused(conv_path_channels_last, qkv, heads, fc, dep_conv,
+                                          out_scale=scale, out_bias=extra)
+    assert fused.shape == (b, h, w, d * m) and fused.is_contiguous()
+    torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
+
+
+# planar (B, 3N, d, H, W) maps as the ResNet variant has them; stride and dilation of dep_conv
+@pytest.mark.parametrize('h,w,d,stride,dilation,fc_bias', [(9, 20, 8, 1, 1, False),
+                                                           (10, 19, 4, 2, 1, False),
+                                                           (12, 17, 3, 1, 2, True)])
+def test_planar_matches_composition(h, w, d, stride, dilation, fc_bias):
+    heads = 2
+    fc, dep_conv = _modules(heads, d, 2 * heads * d, stride, dilation, fc_bias)
+    qkv = torch.randn(2, 3 * heads, d, h, w, dtype=torch.float64)
+    composed, fused = _composed_and_fused(conv_path, qkv, fc, dep_conv)
+    assert fused.shape == composed.shape == (2, 2 * heads * d, -(-h // stride), -(-w // stride))
+    torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
+
+
+def test_float32_within_round_off():
+    fc, dep_conv = _modules(3, 32, 96)
+    qkv = torch.randn(1, 14, 14, 288, dtype=torch.float64)
+    composed, _ = _composed_and_fused(conv_path_channels_last, qkv, 3, fc, dep_conv)
+    _, fused = _composed_and_fused(conv_path_channels_last, qkv.float(), 3, fc.float(),
+                                   dep_conv.float())
+    torch.testing.assert_close(fused.double(), composed, rtol=1e-5, atol=1e-4)
+
+
+def test_applies_only_where_no_gradient_is_needed(monkeypatch):
+    x = torch.randn(2, 3)
+    w = torch.randn(3, requires_grad=True)
+    assert fused_conv_path_applies(x, None)
+    assert not fused_conv_path_applies(x, w)  # autograd needs the composition
+    with torch.no_grad():
+        assert fused_conv_path_applies(x, w)
+        assert not fused_conv_path_applies(x.half())
+        monkeypatch.setenv('ACMIX_MM_KERNEL', 'python')
+        assert not fused_conv_path_applies(x, w)
