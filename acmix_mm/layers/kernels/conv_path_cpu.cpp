@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "cpu_vectors.h"
@@ -195,32 +197,278 @@ void output_row(const T* const* rows, const T* weight, const T* bias, const Conv
     }
 }
 
+// The mixed rows of one thread's output rows, each computed once into a ring of slots.
+template <typename T>
+class MixedRows {
+ public:
+  MixedRows(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g)
+      : qkv_(qkv), fc_w_(fc_w), fc_b_(fc_b), g_(g), ring_((g.kernel - 1) * g.dilation + 1),
+        cache_(ring_ * g.row_len(), T(0)), held_(ring_, -1) {}
+
+  // Mixed row y of image b (padded coordinates), or null outside the map.
+  const T* row(int64_t b, int64_t y) {
+    if (y < 0 || y >= g_.H) return nullptr;
+    T* slot = cache_.data() + (y % ring_) * g_.row_len();
+    if (held_[y % ring_] != b * g_.H + y) {
+      mix_row(qkv_, fc_w_, fc_b_, g_, b, y, slot);
+      held_[y % ring_] = b * g_.H + y;
+    }
+    return slot;
+  }
+
+ private:
+  const StridedMaps<T>& qkv_;
+  const T* fc_w_;
+  const T* fc_b_;
+  const ConvGeometry& g_;
+  int64_t ring_;
+  std::vector<T> cache_;  // padding columns and lanes stay zero
+  std::vector<int64_t> held_;  // b * H + y of the row in each slot
+};
+
 template <typename T>
 void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const T* weight,
                     const T* bias, const ConvGeometry& g, int64_t batch, T* out) {
-  const int64_t ring = (g.kernel - 1) * g.dilation + 1;
   at::parallel_for(0, batch * g.Ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> cache(ring * g.row_len(), T(0));  // padding columns and lanes stay zero
-    std::vector<int64_t> held(ring, -1);              // b * H + y of the row in each slot
+    MixedRows<T> mixed(qkv, fc_w, fc_b, g);
     std::vector<const T*> rows(g.kernel);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.Ho, yo = task % g.Ho;
-      for (int64_t a = 0; a < g.kernel; ++a) {
-        const int64_t y = yo * g.stride + a * g.dilation - g.pad;
-        if (y < 0 || y >= g.H) {
-          rows[a] = nullptr;
-          continue;
-        }
-        T* slot = cache.data() + (y % ring) * g.row_len();
-        if (held[y % ring] != b * g.H + y) {
-          mix_row(qkv, fc_w, fc_b, g, b, y, slot);
-          held[y % ring] = b * g.H + y;
-        }
-        rows[a] = slot;
-      }
+      for (int64_t a = 0; a < g.kernel; ++a)
+        rows[a] = mixed.row(b, yo * g.stride + a * g.dilation - g.pad);
       output_row(rows.data(), weight, bias, g, out + task * g.Wo * g.D * g.M);
     }
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward (dep_conv stride 1, channels-last qkv): the gradient rows are de-interleaved from the
+// output's channel order c * M + m into row[((chunk * (Wo + 2 pad) + xo + pad) * M + m) * lanes],
+// zero-padded left and right, so that every sum below runs over whole vectors.
+
+template <typename T>
+void deinterleave_row(const T* go, const ConvGeometry& g, T* row) {
+  const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
+  for (int64_t xo = 0; xo < g.Wo; ++xo)
+    for (int64_t c = 0; c < g.D; ++c)
+      for (int64_t m = 0; m < g.M; ++m)
+        row[(((c / L) * wp + xo + g.pad) * g.M + m) * L + c % L] = go[(xo * g.D + c) * g.M + m];
+}
+
+// grad_weight[chunk, m0 + mi, a, e, j0 + jj] += sum_xo go[xo, m0 + mi] * mixed[xo + e*dil, j0 + jj]
+template <typename T, int MB, int JB>
+void weight_grad_block(const T* go_row, const T* mixed_row, const ConvGeometry& g, int64_t a,
+                       int64_t e, int64_t ch, int64_t m0, int64_t j0, T* grad_w) {
+  using V = typename VecOf<T>::type;
+  const int64_t L = g.lanes, col = g.K2 * L;
+  V acc[MB][JB] = {};
+  const T* go = go_row + (ch * (g.Wo + 2 * g.pad) + g.pad) * g.M * L + m0 * L;
+  const T* mx = mixed_row + ch * g.row_chunk() + e * g.dilation * col + j0 * L;
+  for (int64_t xo = 0; xo < g.Wo; ++xo) {
+    V gv[MB], mv[JB];
+    for (int mi = 0; mi < MB; ++mi) gv[mi] = *reinterpret_cast<const V*>(go + (xo * g.M + mi) * L);
+    for (int jj = 0; jj < JB; ++jj) mv[jj] = *reinterpret_cast<const V*>(mx + xo * col + jj * L);
+    for (int mi = 0; mi < MB; ++mi)
+      for (int jj = 0; jj < JB; ++jj) acc[mi][jj] += gv[mi] * mv[jj];
+  }
+  for (int mi = 0; mi < MB; ++mi) {
+    T* w = grad_w + ((ch * g.M + m0 + mi) * g.taps() + (a * g.kernel + e) * g.K2 + j0) * L;
+    for (int jj = 0; jj < JB; ++jj) *reinterpret_cast<V*>(w + jj * L) += acc[mi][jj];
+  }
+}
+
+// grad_mixed[x + p, j0 + jj] = sum_{a, e, m} weight[m, a, e, j0 + jj] * go_a[x + p + pad - e*dil, m]
+template <typename T, int PX, int JB>
+void mixed_grad_block(const T* const* go_rows, const T* weight, const ConvGeometry& g,
+                      int64_t ch, int64_t x, int64_t j0, T* grad_mixed) {
+  using V = typename VecOf<T>::type;
+  const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
+  V acc[PX][JB] = {};
+  for (int64_t a = 0; a < g.kernel; ++a) {
+    if (!go_rows[a]) continue;
+    for (int64_t e = 0; e < g.kernel; ++e) {
+      // padded column of output x + p - e*dil + pad
+      const T* go = go_rows[a] + (ch * wp + x + 2 * g.pad - e * g.dilation) * g.M * L;
+      const T* w = weight + (ch * g.M * g.taps() + (a * g.kernel + e) * g.K2 + j0) * L;
+      for (int64_t m = 0; m < g.M; ++m) {
+        V gv[PX], wv[JB];
+        for (int p = 0; p < PX; ++p) gv[p] = *reinterpret_cast<const V*>(go + (p * g.M + m) * L);
+        for (int jj = 0; jj < JB; ++jj)
+          wv[jj] = *reinterpret_cast<const V*>(w + m * g.taps() * L + jj * L);
+        for (int p = 0; p < PX; ++p)
+          for (int jj = 0; jj < JB; ++jj) acc[p][jj] += gv[p] * wv[jj];
+      }
+    }
+  }
+  for (int p = 0; p < PX; ++p)
+    for (int jj = 0; jj < JB; ++jj)
+      *reinterpret_cast<V*>(grad_mixed + ((ch * g.W + x + p) * g.K2 + j0 + jj) * L) = acc[p][jj];
+}
+
+template <typename T>
+using WeightGradFn = void (*)(const T*, const T*, const ConvGeometry&, int64_t, int64_t, int64_t,
+                              int64_t, int64_t, T*);
+template <typename T>
+using MixedGradFn = void (*)(const T* const*, const T*, const ConvGeometry&, int64_t, int64_t,
+                             int64_t, T*);
+
+// Per-thread partial sums of the parameter gradients.
+template <typename T>
+struct ParamGrads {
+  std::vector<T> weight, bias, fc_w, fc_b;  // packed weight, (M, Dp), (K2, T, lanes), (K2, lanes)
+  explicit ParamGrads(const ConvGeometry& g)
+      : weight(g.chunks() * g.M * g.taps() * g.lanes, T(0)), bias(g.M * g.Dp, T(0)),
+        fc_w(g.K2 * g.T * g.lanes, T(0)), fc_b(g.K2 * g.lanes, T(0)) {}
+  void add_to(ParamGrads& total) const {
+    for (auto [src, dst] : {std::pair{&weight, &total.weight}, std::pair{&bias, &total.bias},
+                            std::pair{&fc_w, &total.fc_w}, std::pair{&fc_b, &total.fc_b}})
+      for (size_t i = 0; i < src->size(); ++i) (*dst)[i] += (*src)[i];
+  }
+};
+
+// Gradients of dep_conv's weight and bias: one pass over the output rows.
+template <typename T>
+void weight_grads(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
+                  const ConvGeometry& g, int64_t batch, ParamGrads<T>& total, std::mutex& lock) {
+  constexpr int kB = 3;
+  static const WeightGradFn<T> blocks[kB][kB] = {
+      {weight_grad_block<T, 1, 1>, weight_grad_block<T, 1, 2>, weight_grad_block<T, 1, 3>},
+      {weight_grad_block<T, 2, 1>, weight_grad_block<T, 2, 2>, weight_grad_block<T, 2, 3>},
+      {weight_grad_block<T, 3, 1>, weight_grad_block<T, 3, 2>, weight_grad_block<T, 3, 3>}};
+  const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
+  at::parallel_for(0, batch * g.Ho, 1, [&](int64_t begin, int64_t end) {
+    MixedRows<T> mixed(qkv, fc_w, fc_b, g);
+    ParamGrads<T> part(g);
+    std::vector<T> go_row(g.chunks() * wp * g.M * L, T(0));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / g.Ho, yo = task % g.Ho;
+      deinterleave_row(go + task * g.Wo * g.D * g.M, g, go_row.data());
+      for (int64_t ch = 0; ch < g.chunks(); ++ch)
+        for (int64_t m = 0; m < g.M; ++m)
+          for (int64_t xo = 0; xo < g.Wo; ++xo)
+            for (int64_t l = 0; l < L; ++l)
+              part.bias[m * g.Dp + ch * L + l] += go_row[((ch * wp + xo + g.pad) * g.M + m) * L + l];
+      for (int64_t a = 0; a < g.kernel; ++a) {
+        const T* row = mixed.row(b, yo + a * g.dilation - g.pad);
+        if (!row) continue;
+        for (int64_t e = 0; e < g.kernel; ++e)
+          for (int64_t ch = 0; ch < g.chunks(); ++ch)
+            for (int64_t m0 = 0; m0 < g.M; m0 += kB)
+              for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
+                blocks[std::min<int64_t>(kB, g.M - m0) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
+                    go_row.data(), row, g, a, e, ch, m0, j0, part.weight.data());
+      }
+    }
+    std::lock_guard<std::mutex> guard(lock);
+    part.add_to(total);
+  });
+}
+
+// Gradients of qkv, fc's weight and bias: one pass over the input rows.
+template <typename T>
+void input_grads(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const T* weight,
+                 const ConvGeometry& g, int64_t batch, T* grad_qkv, ParamGrads<T>& total,
+                 std::mutex& lock) {
+  using V = typename VecOf<T>::type;
+  constexpr int kB = 3;
+  static const MixedGradFn<T> blocks[kB][kB] = {
+      {mixed_grad_block<T, 1, 1>, mixed_grad_block<T, 1, 2>, mixed_grad_block<T, 1, 3>},
+      {mixed_grad_block<T, 2, 1>, mixed_grad_block<T, 2, 2>, mixed_grad_block<T, 2, 3>},
+      {mixed_grad_block<T, 3, 1>, mixed_grad_block<T, 3, 2>, mixed_grad_block<T, 3, 3>}};
+  const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad, ring = (g.kernel - 1) * g.dilation + 1;
+  const int64_t row_size = g.chunks() * wp * g.M * L;
+  at::parallel_for(0, batch * g.H, 1, [&](int64_t begin, int64_t end) {
+    ParamGrads<T> part(g);
+    std::vector<T> go_ring(ring * row_size, T(0));
+    std::vector<int64_t> held(ring, -1);
+    std::vector<const T*> go_rows(g.kernel);
+    std::vector<T> grad_mixed(g.chunks() * g.W * g.K2 * L);
+    std::vector<V> gm(g.K2);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / g.H, y = task % g.H;
+      for (int64_t a = 0; a < g.kernel; ++a) {
+        const int64_t yo = y + g.pad - a * g.dilation;
+        if (yo < 0 || yo >= g.Ho) {
+          go_rows[a] = nullptr;
+          continue;
+        }
+        T* slot = go_ring.data() + (yo % ring) * row_size;
+        if (held[yo % ring] != b * g.Ho + yo) {
+          deinterleave_row(go + (b * g.Ho + yo) * g.Wo * g.D * g.M, g, slot);
+          held[yo % ring] = b * g.Ho + yo;
+        }
+        go_rows[a] = slot;
+      }
+      for (int64_t ch = 0; ch < g.chunks(); ++ch)
+        for (int64_t x = 0; x < g.W; x += kB)
+          for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
+            blocks[std::min<int64_t>(kB, g.W - x) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
+                go_rows.data(), weight, g, ch, x, j0, grad_mixed.data());
+      // through fc: grad_qkv[x, t] = sum_j fc_w[j, t] grad_mixed[x, j]; fc's sums over x, c
+      for (int64_t x = 0; x < g.W; ++x) {
+        const T* src = qkv.at(b, y, x);
+        T* dst = grad_qkv + (task * g.W + x) * g.T * g.D;
+        for (int64_t ch = 0; ch < g.chunks(); ++ch) {
+          const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
+          for (int64_t j = 0; j < g.K2; ++j) {
+            gm[j] = *reinterpret_cast<const V*>(grad_mixed.data() + ((ch * g.W + x) * g.K2 + j) * L);
+            *reinterpret_cast<V*>(part.fc_b.data() + j * L) += gm[j];
+          }
+          for (int64_t t = 0; t < g.T; ++t) {
+            V sum = {}, in = {};
+            for (int64_t j = 0; j < g.K2; ++j) sum += fc_w[j * g.T + t] * gm[j];
+            if (lanes == L) {
+              *reinterpret_cast<V*>(dst + t * g.D + ch * L) = sum;
+              in = *reinterpret_cast<const V*>(src + t * qkv.st + ch * L);
+            } else {
+              for (int64_t l = 0; l < lanes; ++l) {
+                dst[t * g.D + ch * L + l] = sum[l];
+                in[l] = src[t * qkv.st + ch * L + l];
+              }
+            }
+            for (int64_t j = 0; j < g.K2; ++j)
+              *reinterpret_cast<V*>(part.fc_w.data() + (j * g.T + t) * L) += gm[j] * in;
+          }
+        }
+      }
+    }
+    std::lock_guard<std::mutex> guard(lock);
+    part.add_to(total);
+  });
+}
+
+}  // namespace
+
+namespace {
+
+// The sizes of a call, checked: qkv (B, H, W, T, d), fc_weight (K2, T), packed weight
+// (d_pad / lanes, M, k, k, K2, lanes).
+ConvGeometry geometry(const at::Tensor& qkv, const at::Tensor& fc_weight, const at::Tensor& weight,
+                      int64_t stride, int64_t dilation) {
+  TORCH_CHECK(qkv.dim() == 5 && qkv.device().is_cpu(), "qkv must be a CPU (B, H, W, T, d) tensor");
+  TORCH_CHECK(weight.dim() == 6 && weight.is_contiguous() && fc_weight.is_contiguous(),
+              "weight (d_pad / lanes, M, k, k, K2, lanes) and fc_weight (K2, T) must be contiguous");
+  TORCH_CHECK(weight.scalar_type() == qkv.scalar_type() &&
+                  fc_weight.scalar_type() == qkv.scalar_type(),
+              "qkv, fc_weight and weight must have one dtype");
+  ConvGeometry g;
+  g.H = qkv.size(1), g.W = qkv.size(2), g.T = qkv.size(3), g.D = qkv.size(4);
+  g.M = weight.size(1), g.kernel = weight.size(2), g.K2 = weight.size(4);
+  g.lanes = 32 / qkv.element_size();
+  g.Dp = weight.size(0) * weight.size(5);
+  g.stride = stride, g.dilation = dilation, g.pad = dilation * (g.kernel / 2);
+  g.Ho = (g.H - 1) / stride + 1, g.Wo = (g.W - 1) / stride + 1;
+  TORCH_CHECK(g.kernel % 2 == 1 && weight.size(3) == g.kernel, "dep_conv kernel must be odd, square");
+  TORCH_CHECK(fc_weight.size(0) == g.K2 && fc_weight.size(1) == g.T, "fc_weight must be (K2, T)");
+  TORCH_CHECK(weight.size(5) == g.lanes && g.Dp == round_up(g.D, g.lanes),
+              "weight must hold d rounded up to chunks of ", g.lanes, " lanes");
+  return g;
+}
+
+template <typename T>
+StridedMaps<T> strided_maps(const at::Tensor& qkv) {
+  return {qkv.data_ptr<T>(), qkv.stride(0), qkv.stride(1), qkv.stride(2), qkv.stride(3),
+          qkv.stride(4)};
 }
 
 }  // namespace
@@ -228,32 +476,60 @@ void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, con
 at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                              const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
                              const at::Tensor& bias, int64_t stride, int64_t dilation) {
-  TORCH_CHECK(qkv.dim() == 5 && qkv.device().is_cpu(), "qkv must be a CPU (B, H, W, T, d) tensor");
-  TORCH_CHECK(weight.dim() == 6 && weight.is_contiguous() && bias.is_contiguous() &&
-                  fc_weight.is_contiguous(),
-              "weight (Dp / lanes, M, k, k, K2, lanes), bias (M, Dp) and fc_weight (K2, T) must be contiguous");
-  ConvGeometry g;
-  g.H = qkv.size(1), g.W = qkv.size(2), g.T = qkv.size(3), g.D = qkv.size(4);
-  g.M = weight.size(1), g.kernel = weight.size(2), g.K2 = weight.size(4);
-  g.Dp = weight.size(0) * weight.size(5);
-  g.stride = stride, g.dilation = dilation, g.pad = dilation * (g.kernel / 2);
-  g.lanes = qkv.element_size() == 4 ? kLanes<float> : kLanes<double>;
-  g.Ho = (g.H - 1) / stride + 1, g.Wo = (g.W - 1) / stride + 1;
-  TORCH_CHECK(g.kernel % 2 == 1 && weight.size(3) == g.kernel, "dep_conv kernel must be odd, square");
-  TORCH_CHECK(fc_weight.size(0) == g.K2 && fc_weight.size(1) == g.T, "fc_weight must be (K2, T)");
-  TORCH_CHECK(bias.size(0) == g.M && bias.size(1) == g.Dp, "bias must be (M, Dp)");
+  const ConvGeometry g = geometry(qkv, fc_weight, weight, stride, dilation);
+  TORCH_CHECK(bias.is_contiguous() && bias.size(0) == g.M && bias.size(1) == g.Dp,
+              "bias must be a contiguous (M, d_pad)");
   const at::Tensor fc_b_tensor = fc_bias.has_value() ? fc_bias->contiguous() : at::Tensor();
   at::Tensor out = at::empty({qkv.size(0), g.Ho, g.Wo, g.D * g.M}, qkv.options());
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "acmix_conv_path_forward", [&] {
-    TORCH_CHECK(weight.size(5) == g.lanes && g.Dp == round_up(g.D, g.lanes),
-                "weight must hold d rounded up to chunks of ", g.lanes, " lanes");
-    const StridedMaps<scalar_t> maps{qkv.data_ptr<scalar_t>(), qkv.stride(0), qkv.stride(1),
-                                     qkv.stride(2), qkv.stride(3), qkv.stride(4)};
     const scalar_t* fc_b = fc_b_tensor.defined() ? fc_b_tensor.data_ptr<scalar_t>() : nullptr;
-    conv_path_impl<scalar_t>(maps, fc_weight.data_ptr<scalar_t>(), fc_b, weight.data_ptr<scalar_t>(),
-                             bias.data_ptr<scalar_t>(), g, qkv.size(0), out.data_ptr<scalar_t>());
+    conv_path_impl<scalar_t>(strided_maps<scalar_t>(qkv), fc_weight.data_ptr<scalar_t>(), fc_b,
+                             weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), g,
+                             qkv.size(0), out.data_ptr<scalar_t>());
   });
   return out;
+}
+
+std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at::Tensor& qkv,
+                                           const at::Tensor& fc_weight,
+                                           const c10::optional<at::Tensor>& fc_bias,
+                                           const at::Tensor& weight, int64_t dilation) {
+  const ConvGeometry g = geometry(qkv, fc_weight, weight, 1, dilation);
+  TORCH_CHECK(qkv.stride(4) == 1, "the backward needs channels-last qkv (unit channel stride)");
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(1) == g.Ho && grad_out.size(2) == g.Wo &&
+                  grad_out.size(3) == g.D * g.M,
+              "grad_out must be (B, H, W, d * M)");
+  const at::Tensor go = grad_out.contiguous();
+  const at::Tensor fc_b_tensor = fc_bias.has_value() ? fc_bias->contiguous() : at::Tensor();
+  at::Tensor grad_qkv = at::empty({qkv.size(0), g.H, g.W, g.T, g.D}, qkv.options());
+  at::Tensor grad_weight = at::empty(weight.sizes(), qkv.options());
+  at::Tensor grad_bias = at::empty({g.M, g.Dp}, qkv.options());
+  at::Tensor grad_fc_w = at::empty({g.K2, g.T}, qkv.options());
+  at::Tensor grad_fc_b = at::empty({g.K2}, qkv.options());
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "acmix_conv_path_backward", [&] {
+    using T = scalar_t;
+    const StridedMaps<T> maps = strided_maps<T>(qkv);
+    const T* fc_b = fc_b_tensor.defined() ? fc_b_tensor.data_ptr<T>() : nullptr;
+    ParamGrads<T> total(g);
+    std::mutex lock;
+    weight_grads<T>(go.data_ptr<T>(), maps, fc_weight.data_ptr<T>(), fc_b, g, qkv.size(0), total,
+                    lock);
+    input_grads<T>(go.data_ptr<T>(), maps, fc_weight.data_ptr<T>(), weight.data_ptr<T>(), g,
+                   qkv.size(0), grad_qkv.data_ptr<T>(), total, lock);
+    std::copy(total.weight.begin(), total.weight.end(), grad_weight.data_ptr<T>());
+    std::copy(total.bias.begin(), total.bias.end(), grad_bias.data_ptr<T>());
+    T* gfw = grad_fc_w.data_ptr<T>();
+    T* gfb = grad_fc_b.data_ptr<T>();
+    for (int64_t j = 0; j < g.K2; ++j) {
+      gfb[j] = 0;
+      for (int64_t l = 0; l < g.lanes; ++l) gfb[j] += total.fc_b[j * g.lanes + l];
+      for (int64_t t = 0; t < g.T; ++t) {
+        gfw[j * g.T + t] = 0;
+        for (int64_t l = 0; l < g.lanes; ++l) gfw[j * g.T + t] += total.fc_w[(j * g.T + t) * g.lanes + l];
+      }
+    }
+  });
+  return {grad_qkv, grad_fc_w, grad_fc_b, grad_weight, grad_bias};
 }
 
 }  // namespace acmix_mm

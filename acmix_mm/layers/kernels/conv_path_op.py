@@ -1,24 +1,32 @@
-"""The convolution path of ACmix as one fused C++ CPU kernel, for inference.
+"""The convolution path of ACmix as one fused C++ CPU kernel.
 
 ``fc``, the channel reordering and the grouped ``dep_conv`` run in one pass over the projected maps
-(:file:`conv_path_cpu.cpp`), without the transposed copy or mkldnn's slow grouped convolution. It
-has no backward: :func:`fused_conv_path_applies` says when it may run (no gradient needed, CPU,
-float32/float64, the C++ extension built, not traced, ``ACMIX_MM_KERNEL`` not ``python``);
-elsewhere :mod:`acmix_mm.layers.conv_path` composes PyTorch operators with the same numbers.
+(:file:`conv_path_cpu.cpp`), without the transposed copy or mkldnn's slow grouped convolution. Its
+backward (stride 1, channels-last maps, as in the Swin variant) recomputes the mixed maps.
+:func:`fused_conv_path_applies` says when it may run (CPU, float32/float64, the C++ extension
+built, not traced, ``ACMIX_MM_KERNEL`` not ``python``, a backward where one is needed); elsewhere
+:mod:`acmix_mm.layers.conv_path` composes PyTorch operators with the same numbers.
 """
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .cpu_extension import load_cpu_extension
 from .sliding_window_op import CPP_DTYPES
 
 
-def fused_conv_path_applies(*tensors: Optional[torch.Tensor]) -> bool:
-    """Whether :func:`fused_conv_path` may compute the conv path of these tensors."""
+def fused_conv_path_applies(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bool:
+    """Whether :func:`fused_conv_path` may compute the conv path of these tensors.
+
+    Args:
+        tensors: the inputs and parameters (None entries are skipped).
+        differentiable: whether the kernel's backward covers this call (``dep_conv`` stride 1 and
+            channels-last maps); otherwise only calls that need no gradient qualify.
+    """
     present = [t for t in tensors if t is not None]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in present):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present) and not differentiable:
         return False
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False  # a traced graph must see the operators (FLOP counting, export)
@@ -29,14 +37,65 @@ def fused_conv_path_applies(*tensors: Optional[torch.Tensor]) -> bool:
             and all(t.dtype == first.dtype for t in present) and load_cpu_extension() is not None)
 
 
+def _pack(weight: torch.Tensor, bias: Optional[torch.Tensor],
+          d: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``dep_conv``'s ``(d * M, k^2, k, k)`` weight as ``(chunks, M, k, k, k^2, lanes)`` and its
+    bias as ``(M, d_pad)``, channels zero-padded to whole vectors of the kernel."""
+    c_out, k2, k, _ = weight.shape
+    m = c_out // d
+    lanes = 32 // weight.element_size()
+    d_pad = -(-d // lanes) * lanes
+    packed = weight.reshape(d, m, k2, k, k).permute(1, 3, 4, 2, 0)
+    packed = F.pad(packed, (0, d_pad - d)).reshape(m, k, k, k2, -1, lanes)
+    packed = packed.permute(4, 0, 1, 2, 3, 5).contiguous()
+    bias = weight.new_zeros(c_out) if bias is None else bias
+    return packed, F.pad(bias.reshape(d, m).t(), (0, d_pad - d)).contiguous()
+
+
+def _unpack(grad_packed: torch.Tensor, grad_bias: torch.Tensor,
+            d: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`_pack` (padding dropped)."""
+    chunks, m, k, _, k2, lanes = grad_packed.shape
+    weight = grad_packed.permute(1, 2, 3, 4, 0, 5).reshape(m, k, k, k2, chunks * lanes)[..., :d]
+    weight = weight.permute(4, 0, 3, 1, 2).reshape(d * m, k2, k, k)
+    return weight, grad_bias[:, :d].t().reshape(d * m)
+
+
+class _FusedConvPath(torch.autograd.Function):
+    """The kernel's forward and backward; saves only the maps and the parameters."""
+
+    @staticmethod
+    def forward(ctx, maps, fc_weight, fc_bias, weight, bias, dilation):
+        packed, packed_bias = _pack(weight, bias, maps.shape[-1])
+        fc_weight = fc_weight.reshape(fc_weight.shape[0], -1).contiguous()
+        ctx.save_for_backward(maps, fc_weight, fc_bias, packed)
+        ctx.dilation, ctx.has_bias = dilation, bias is not None
+        return load_cpu_extension().conv_path_forward(maps, fc_weight, fc_bias, packed,
+                                                      packed_bias, 1, dilation)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        maps, fc_weight, fc_bias, packed = ctx.saved_tensors
+        grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
+            load_cpu_extension().conv_path_backward(grad_out, maps, fc_weight, fc_bias, packed,
+                                                    ctx.dilation)
+        grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
+        return (grad_maps, grad_fc_w.view(*grad_fc_w.shape, 1, 1),
+                grad_fc_b if fc_bias is not None else None, grad_w,
+                grad_b if ctx.has_bias else None, None)
+
+
 def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
                     weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
                     dilation: int) -> torch.Tensor:
     """``dep_conv(reorder(fc(maps)))`` of every position, channels-last.
 
+    Differentiable where ``stride`` is 1 and ``maps`` is channels-last (unit stride along ``d``):
+    the backward kernel recomputes the mixed maps, so a training step stores only the inputs.
+
     Args:
         maps: ``(B, H, W, T, d)``, any strides: ``T = 3N`` maps of ``d`` channels.
-        fc_weight: ``(k^2, T)``; fc_bias: ``(k^2,)`` or None.
+        fc_weight: ``(k^2, T, 1, 1)``; fc_bias: ``(k^2,)`` or None.
         weight: ``dep_conv``'s ``(d * M, k^2, k, k)`` (``M`` outputs per group); bias:
             ``(d * M,)`` or None.
         stride, dilation: ``dep_conv``'s (its padding is ``dilation * (k // 2)``).
@@ -44,16 +103,14 @@ def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Option
     Returns:
         ``(B, H_out, W_out, d * M)``, contiguous.
     """
-    d = maps.shape[-1]
-    c_out, k2, k, _ = weight.shape
-    m = c_out // d
-    lanes = 32 // maps.element_size()
-    d_pad = -(-d // lanes) * lanes
-    # (d * M, k^2, k, k) -> (chunks, M, k, k, k^2, lanes): channels zero-padded to whole vectors
-    packed = weight.reshape(d, m, k2, k, k).permute(1, 3, 4, 2, 0)
-    packed = torch.nn.functional.pad(packed, (0, d_pad - d)).view(m, k, k, k2, -1, lanes)
-    packed = packed.permute(4, 0, 1, 2, 3, 5).contiguous()
-    bias = torch.zeros(c_out, dtype=maps.dtype) if bias is None else bias
-    packed_bias = torch.nn.functional.pad(bias.reshape(d, m).t(), (0, d_pad - d)).contiguous()
-    return load_cpu_extension().conv_path_forward(maps, fc_weight.reshape(k2, -1).contiguous(),
-                                                  fc_bias, packed, packed_bias, stride, dilation)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (maps, fc_weight, fc_bias, weight, bias))
+    if needs_grad:
+        if stride != 1 or maps.stride(-1) != 1:
+            raise ValueError('the fused conv path has a backward for stride 1 and channels-last '
+                             f'maps only, got stride={stride}, maps strides {maps.stride()}')
+        return _FusedConvPath.apply(maps, fc_weight, fc_bias, weight, bias, dilation)
+    packed, packed_bias = _pack(weight, bias, maps.shape[-1])
+    return load_cpu_extension().conv_path_forward(
+        maps, fc_weight.reshape(fc_weight.shape[0], -1).contiguous(), fc_bias, packed,
+        packed_bias, stride, dilation)

@@ -14,6 +14,10 @@ std::vector<at::Tensor> sliding_window_backward(const at::Tensor& grad_out, cons
 at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                              const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
                              const at::Tensor& bias, int64_t stride, int64_t dilation);
+std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at::Tensor& qkv,
+                                           const at::Tensor& fc_weight,
+                                           const c10::optional<at::Tensor>& fc_bias,
+                                           const at::Tensor& weight, int64_t dilation);
 }  // namespace acmix_mm
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -22,5 +26,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sliding_window_backward", &acmix_mm::sliding_window_backward,
         "ACmix sliding-window attention, backward (CPU)");
   m.def("conv_path_forward", &acmix_mm::conv_path_forward,
-        "ACmix convolution path (fc, reordering, dep_conv) fused, forward only (CPU)");
+        "ACmix convolution path (fc, reordering, dep_conv) fused, forward (CPU)");
+  m.def("conv_path_backward", &acmix_mm::conv_path_backward,
+        "ACmix convolution path, gradients of qkv, fc and dep_conv (CPU, stride 1)");
 }

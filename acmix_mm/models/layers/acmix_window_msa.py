@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...layers import build_dep_conv, build_fc, conv_path_channels_last, shift_init_
+from ...layers.kernels.conv_path_op import fused_conv_path_applies
 from ...layers._validation import check_heads, check_odd_kernel
 
 
@@ -168,7 +169,8 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
 
         msa = self.w_msa
         qkv = msa.qkv(x)  # (B, H_pad, W_pad, 3C)
-        if torch.is_grad_enabled():  # training keeps qkv only; the conv path is recomputed
+        if torch.is_grad_enabled() and not fused_conv_path_applies(qkv, differentiable=True):
+            # training keeps qkv only (the fused kernel's backward recomputes by itself)
             out_conv = checkpoint(msa.convolution, qkv, use_reentrant=False)
         else:
             out_conv = msa.convolution(qkv)

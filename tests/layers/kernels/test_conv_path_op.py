@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from acmix_mm.layers import build_dep_conv, build_fc, conv_path, conv_path_channels_last
-from acmix_mm.layers.kernels.conv_path_op import fused_conv_path_applies
+from acmix_mm.layers.kernels.conv_path_op import fused_conv_path, fused_conv_path_applies
 
 
 def _modules(heads, d, out_channels, stride=1, dilation=1, fc_bias=True, seed=0):
@@ -64,9 +64,41 @@ def test_applies_only_where_no_gradient_is_needed(monkeypatch):
     x = torch.randn(2, 3)
     w = torch.randn(3, requires_grad=True)
     assert fused_conv_path_applies(x, None)
-    assert not fused_conv_path_applies(x, w)  # autograd needs the composition
+    assert not fused_conv_path_applies(x, w)  # no backward for this call: the composition
+    assert fused_conv_path_applies(x, w, differentiable=True)
     with torch.no_grad():
         assert fused_conv_path_applies(x, w)
         assert not fused_conv_path_applies(x.half())
         monkeypatch.setenv('ACMIX_MM_KERNEL', 'python')
         assert not fused_conv_path_applies(x, w)
+
+
+@pytest.mark.parametrize('b,h,w,heads,d,m,dilation', [(1, 9, 11, 3, 8, 3, 1), (2, 7, 5, 2, 6, 2, 1),
+                                                      (1, 6, 13, 1, 4, 4, 2)])
+def test_backward_matches_composition(b, h, w, heads, d, m, dilation):
+    """Gradients of the maps and of every parameter through the kernel's backward against
+    autograd through the PyTorch composition."""
+    fc, dep_conv = _modules(heads, d, d * m, dilation=dilation)
+    qkv = torch.randn(b, h, w, 3 * heads * d, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(b, h, w, d * m, dtype=torch.float64)
+    wrt = [qkv, scale] + list(fc.parameters()) + list(dep_conv.parameters())
+
+    def grads():
+        out = conv_path_channels_last(qkv, heads, fc, dep_conv, out_scale=scale)
+        return type(out.grad_fn).__name__, torch.autograd.grad(out, wrt, grad_out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('ACMIX_MM_KERNEL', 'python')
+        composed, want = grads()
+    fused, got = grads()
+    assert (fused, composed) == ('_FusedConvPathBackward', 'PermuteBackward0')
+    for name, g, r in zip(['qkv', 'scale', 'fc.weight', 'fc.bias', 'dep_conv.weight',
+                           'dep_conv.bias'], got, want):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_backward_refuses_strided_calls():
+    fc, dep_conv = _modules(1, 8, 8)
+    maps = torch.randn(1, 6, 6, 3, 8, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match='backward for stride 1 and channels-last maps only'):
+        fused_conv_path(maps, fc.weight, fc.bias, dep_conv.weight, dep_conv.bias, 2, 1)
