@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 RETURN_FREED_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
 
@@ -34,31 +34,34 @@ def peak_rss_bytes() -> int:
     return _status_kb('VmHWM') * 1024
 
 
-def run_worker(script: str, args: List[str], threads: int, measure_memory: bool) -> dict:
+def run_worker(script: str, args: List[str], threads: int,
+               measure_memory: bool) -> Union[dict, List[dict]]:
     """Runs ``python script args`` in a fresh process with ``threads`` OpenMP threads and returns
     the last JSON line it prints; a failure raises with the end of its stderr."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if measure_memory:
         env.update(RETURN_FREED_MEMORY_ENV)
     out = subprocess.run([sys.executable, script] + args, capture_output=True, text=True, env=env)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{')]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(('{', '['))]
     if out.returncode or not lines:
         raise RuntimeError(f'{" ".join(args)} failed:\n{out.stderr[-3000:]}')
     return json.loads(lines[-1])
 
 
-def fastest_over_rounds(jobs: Sequence[tuple], run: Callable[..., dict], rounds: int,
-                        progress) -> Dict[Tuple[str, str], dict]:
+def fastest_over_rounds(jobs: Sequence[tuple], run: Callable[..., Union[dict, List[dict]]],
+                        rounds: int, progress) -> Dict[Tuple[str, str], dict]:
     """Runs every job ``rounds`` times, the jobs alternating so that a slow spell of the machine
-    hits them all, and keeps each ``(name, mode)``'s fastest result (``run(*job)`` returns a dict
-    with ``name``, ``mode`` and ``seconds``); ``progress.update()`` after each run."""
+    hits them all, and keeps each ``(name, mode)``'s fastest result (``run(*job)`` returns a dict,
+    or a list of them, with ``name``, ``mode`` and ``seconds``); ``progress.update()`` after each
+    run."""
     best = {}
     for _ in range(rounds):
         for job in jobs:
-            result = run(*job)
-            key = (result['name'], result['mode'])
-            if key not in best or result['seconds'] < best[key]['seconds']:
-                best[key] = result
+            results = run(*job)
+            for result in results if isinstance(results, list) else [results]:
+                key = (result['name'], result['mode'])
+                if key not in best or result['seconds'] < best[key]['seconds']:
+                    best[key] = result
             progress.update()
     return best
 

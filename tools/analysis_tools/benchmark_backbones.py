@@ -80,55 +80,69 @@ def count_gflops(model, x):
     return acmix_flop_analyzer(model, (x, )).total() / 1e9
 
 
-def measure(name, mode, size, device, repeat, batch):
-    """One case in this process: returns a dict of measurements."""
+def prepare(name, mode, size, device, batch):
+    """Builds one case: its result dict (no timings yet), step function and grad context."""
     import torch
     model, fixed = build(name)
     model.to(device)
     in_ch = model.in_channels if fixed else 3
     hw = fixed or size
     x = torch.randn(batch, in_ch, hw, hw, device=device)
-    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     result = dict(name=name, mode=mode, size=hw, batch=batch, device=device,
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6)
-    if mode == 'memory':  # the training step's peak, in a process that returns freed memory
-        mode = 'train'
-        repeat = 1
     if mode == 'infer':
         model.eval()
         result['gflops'] = count_gflops(model, x[:1])
-        step = lambda: model(x)  # noqa: E731
-        ctx = torch.no_grad
-    else:
-        model.train()
-        params = [p for p in model.parameters() if p.requires_grad]
+        return result, lambda: model(x), torch.no_grad
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
 
-        def step():
-            out = model(x)
-            loss = sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
-            loss.backward()
-            for p in params:
-                p.grad = None
-        ctx = torch.enable_grad
-    with ctx():
-        step()  # warm-up
-        sync()
+    def step():
+        out = model(x)
+        loss = sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
+        loss.backward()
+        for p in params:
+            p.grad = None
+    return result, step, torch.enable_grad
+
+
+def measure(names, mode, size, device, repeat, batch):
+    """Cases ``names`` in this process, their timed steps alternating step by step so that a slow
+    spell of the machine hits them alike; returns one result dict per case. With two names the
+    first gets ``baseline_seconds``, the second's time in the same process. Mode ``memory``
+    (one case) measures the training step's peak, in a process that returns freed memory."""
+    import torch
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    cases = [prepare(n, 'train' if mode == 'memory' else mode, size, device, batch)
+             for n in names]
+    for _, step, ctx in cases:
+        with ctx():
+            step()  # warm-up
+    sync()
+    if mode == 'memory':
+        repeat = 1
         if device == 'cuda':
             torch.cuda.reset_peak_memory_stats()
         base = reset_peak_rss()
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - t)
-    result['seconds'] = min(times)  # the least disturbed run of a noisy machine
-    result['throughput'] = batch / result['seconds']
-    if device == 'cuda':
-        result['peak_mb'] = torch.cuda.max_memory_allocated() / 2**20
-    else:  # growth of the process's peak resident memory over the state before the steps
-        result['peak_mb'] = max(0, peak_rss_bytes() - base) / 2**20
-    return result
+    times = [[] for _ in cases]
+    for _ in range(repeat):
+        for (_, step, ctx), case_times in zip(cases, times):
+            with ctx():
+                t = time.perf_counter()
+                step()
+                sync()
+                case_times.append(time.perf_counter() - t)
+    results = []
+    for (result, _, _), case_times in zip(cases, times):
+        result.update(mode=mode, seconds=min(case_times))  # the least disturbed run
+        result['throughput'] = batch / result['seconds']
+        results.append(result)
+    if mode == 'memory':
+        results[0]['peak_mb'] = (torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda'
+                                 else max(0, peak_rss_bytes() - base) / 2**20)
+    if len(results) == 2:
+        results[0]['baseline_seconds'] = results[1]['seconds']
+    return results
 
 
 class TextProgress:
@@ -143,16 +157,23 @@ class TextProgress:
 
 
 def run_case(args, name, mode, size):
-    """Runs one case in a fresh process; training memory is measured in a process of its own (see
+    """Runs one case in a fresh process, timed against its baseline in that process where the
+    baseline is benchmarked too; training memory is measured in a process of its own (see
     :mod:`acmix_mm.utils.benchmarking`), timings run with the default allocator."""
+    base = CASES[name][0]
+    paired = ['--paired', base] if mode != 'memory' and base in args.cases else []
     return run_worker(osp.abspath(__file__),
                       ['--worker', name, mode, str(size), '--device', args.device, '--repeat',
-                       str(args.repeat), '--batch', str(args.batch)], args.threads,
+                       str(args.repeat), '--batch', str(args.batch)] + paired, args.threads,
                       measure_memory=mode == 'memory')
 
 
 def fmt(value):
     return '-' if value is None else f'{value:.2f}'
+
+
+def fmt_ratio(value):
+    return '' if value is None else f'{value:.2f}x'
 
 
 def table(results):
@@ -162,22 +183,19 @@ def table(results):
             '|---|---|---|---|---|---|---|---|---|---|']
     ratios = []
     for name in dict.fromkeys(r['name'] for r in results):
-        inf, tr = by.get((name, 'infer')), by.get((name, 'train'))
-        mem = by.get((name, 'memory'), tr)
+        inf, tr, mem = (by.get((name, m)) for m in ('infer', 'train', 'memory'))
         base = CASES[name][0]
-        binf, btr = by.get((base, 'infer')), by.get((base, 'train'))
-        bmem = by.get((base, 'memory'), btr)
-
-        def ratio(a, b, key):
-            return f'{a[key] / b[key]:.2f}x' if a and b and b[key] else ''
+        bmem = by.get((base, 'memory'))
+        inf_ratio, tr_ratio = (r['seconds'] / r['baseline_seconds'] if r and 'baseline_seconds' in r
+                               else None for r in (inf, tr))
+        mem_ratio = mem['peak_mb'] / bmem['peak_mb'] if mem and bmem and bmem['peak_mb'] else None
         rows.append(
             f'| {name} | {base or "-"} | {inf["params_m"]:.2f} | {fmt(inf["gflops"])} | '
-            f'{inf["seconds"] * 1e3:.1f} | {ratio(inf, binf, "seconds")} | '
-            + (f'{tr["seconds"] * 1e3:.1f} | {ratio(tr, btr, "seconds")} | {mem["peak_mb"]:.0f} | '
-               f'{ratio(mem, bmem, "peak_mb")} |' if tr else ' | | | |'))
-        if base and binf:
-            ratios.append((name, inf['seconds'] / binf['seconds'],
-                           tr['seconds'] / btr['seconds'] if tr and btr else None))
+            f'{inf["seconds"] * 1e3:.1f} | {fmt_ratio(inf_ratio)} | '
+            + (f'{tr["seconds"] * 1e3:.1f} | {fmt_ratio(tr_ratio)} | ' if tr else ' | | ')
+            + (f'{mem["peak_mb"]:.0f} | {fmt_ratio(mem_ratio)} |' if mem else ' | |'))
+        if inf_ratio is not None:
+            ratios.append((name, inf_ratio, tr_ratio))
     return '\n'.join(rows), ratios
 
 
@@ -200,6 +218,7 @@ def plot(ratios, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--worker', nargs=3, metavar=('CASE', 'MODE', 'SIZE'), help=argparse.SUPPRESS)
+    parser.add_argument('--paired', metavar='BASELINE', help=argparse.SUPPRESS)
     parser.add_argument('--cases', nargs='+', default=DEFAULT_CASES, choices=sorted(CASES))
     parser.add_argument('--infer-size', type=int, default=224)
     parser.add_argument('--train-size', type=int, default=512)
@@ -214,15 +233,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         name, mode, size = args.worker
-        print(json.dumps(measure(name, mode, int(size), args.device, args.repeat, args.batch)))
+        names = [name] + ([args.paired] if args.paired else [])
+        print(json.dumps(measure(names, mode, int(size), args.device, args.repeat, args.batch)))
         return 0
     try:
         from mmengine.utils import ProgressBar
     except ImportError:
         ProgressBar = TextProgress
-    modes = ('infer', 'train', 'memory') if args.device == 'cpu' else ('infer', 'train')
+    # a baseline of another listed case is timed in that case's processes
+    baselines = {CASES[c][0] for c in args.cases}
     jobs = [(c, m, args.infer_size if m == 'infer' else args.train_size)
-            for c in args.cases for m in modes]
+            for c in args.cases for m in ('infer', 'train', 'memory')
+            if m == 'memory' or c not in baselines]
     best = fastest_over_rounds(jobs, lambda *job: run_case(args, *job), args.rounds,
                                ProgressBar(len(jobs) * args.rounds))
     results = list(best.values())
@@ -239,8 +261,9 @@ def main(argv=None):
         f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
         f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
         f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
-        f'at their ResNet-50 stage size. Fastest of {args.repeat} runs in each of '
-        f'{args.rounds} alternating passes. Peak memory: on CUDA the allocator\'s peak; '
+        f'at their ResNet-50 stage size. Each case is timed in one process with its baseline, '
+        f'their steps alternating: fastest of {args.repeat} runs, the fastest of '
+        f'{args.rounds} such processes; the ratio is that process\'s. Peak memory: on CUDA the allocator\'s peak; '
         f'on the CPU the growth of the peak resident memory over the state before one '
         f'training step, in a process that returns freed memory at once.', md, results)
     if ratios:

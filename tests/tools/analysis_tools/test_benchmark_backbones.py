@@ -20,6 +20,8 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path):
     layer = next(r for r in results if r['name'] == 'acmix-layer-512' and r['mode'] == 'infer')
     proj = next(r for r in results if r['name'] == 'qkv-1x1-512' and r['mode'] == 'infer')
     assert layer['params_m'] > proj['params_m'] > 0 and layer['gflops'] > proj['gflops'] > 0
+    # the layer was timed in one process with its baseline, whose time is the baseline's row
+    assert layer['baseline_seconds'] >= proj['seconds'] > 0
     md = (tmp_path / 'bench.md').read_text()
     assert '| acmix-layer-512 | qkv-1x1-512 |' in md and 'x |' in md
     assert (tmp_path / 'bench.png').stat().st_size > 5000
