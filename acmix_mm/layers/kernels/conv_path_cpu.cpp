@@ -248,11 +248,22 @@ void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, con
 
 template <typename T>
 void deinterleave_row(const T* go, const ConvGeometry& g, T* row) {
-  const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
-  for (int64_t xo = 0; xo < g.Wo; ++xo)
-    for (int64_t c = 0; c < g.D; ++c)
-      for (int64_t m = 0; m < g.M; ++m)
-        row[(((c / L) * wp + xo + g.pad) * g.M + m) * L + c % L] = go[(xo * g.D + c) * g.M + m];
+  constexpr int64_t L = kLanes<T>;
+  const int64_t wp = g.Wo + 2 * g.pad, M = g.M;
+  for (int64_t ch = 0; ch < g.chunks(); ++ch) {
+    const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
+    for (int64_t xo = 0; xo < g.Wo; ++xo) {
+      const T* src = go + (xo * g.D + ch * L) * M;
+      T* dst = row + (ch * wp + xo + g.pad) * M * L;
+      if (lanes == L) {
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t l = 0; l < L; ++l) dst[m * L + l] = src[l * M + m];
+      } else {
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t l = 0; l < lanes; ++l) dst[m * L + l] = src[l * M + m];
+      }
+    }
+  }
 }
 
 // grad_weight[chunk, m0 + mi, a, e, j0 + jj] += sum_xo go[xo, m0 + mi] * mixed[xo + e*dil, j0 + jj]
@@ -326,120 +337,173 @@ struct ParamGrads {
   }
 };
 
-// Gradients of dep_conv's weight and bias: one pass over the output rows.
+// One chunk of channels of position x, t = t0 .. t0 + TB - 1 (zero beyond d).
+template <typename T, int TB>
+inline void load_maps(const T* src, int64_t st, int64_t lanes, typename VecOf<T>::type* in) {
+  using V = typename VecOf<T>::type;
+  for (int tt = 0; tt < TB; ++tt) {
+    if (lanes == kLanes<T>) {
+      in[tt] = *reinterpret_cast<const V*>(src + tt * st);
+    } else {
+      in[tt] = V{};
+      for (int64_t l = 0; l < lanes; ++l) in[tt][l] = src[tt * st + l];
+    }
+  }
+}
+
+// fc_w's gradient [j0 + jj, t0 + tt] (per lane) += sum over the row's positions and chunks of
+// grad_mixed[x, j] * qkv[x, t]: TB x JB sums in registers.
+template <typename T, int TB, int JB>
+void fc_weight_grad_block(const T* grad_mixed, const StridedMaps<T>& qkv, const ConvGeometry& g,
+                          int64_t b, int64_t y, int64_t t0, int64_t j0, T* grad_fc_w) {
+  using V = typename VecOf<T>::type;
+  constexpr int64_t L = kLanes<T>;
+  V acc[TB][JB] = {};
+  for (int64_t ch = 0; ch < g.chunks(); ++ch) {
+    const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
+    const T* gm = grad_mixed + ch * g.W * g.K2 * L + j0 * L;
+    for (int64_t x = 0; x < g.W; ++x) {
+      V in[TB], gv[JB];
+      load_maps<T, TB>(qkv.at(b, y, x) + t0 * qkv.st + ch * L, qkv.st, lanes, in);
+      for (int jj = 0; jj < JB; ++jj) gv[jj] = *reinterpret_cast<const V*>(gm + (x * g.K2 + jj) * L);
+      for (int tt = 0; tt < TB; ++tt)
+        for (int jj = 0; jj < JB; ++jj) acc[tt][jj] += in[tt] * gv[jj];
+    }
+  }
+  for (int tt = 0; tt < TB; ++tt)
+    for (int jj = 0; jj < JB; ++jj)
+      *reinterpret_cast<V*>(grad_fc_w + ((j0 + jj) * g.T + t0 + tt) * L) += acc[tt][jj];
+}
+
 template <typename T>
-void weight_grads(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
-                  const ConvGeometry& g, int64_t batch, ParamGrads<T>& total, std::mutex& lock) {
+using FcGradFn = void (*)(const T*, const StridedMaps<T>&, const ConvGeometry&, int64_t, int64_t,
+                          int64_t, int64_t, T*);
+
+// Through fc for one row: grad_qkv[x, t, c] = sum_j fc_w[j, t] grad_mixed[x, j, c], and fc's
+// gradients summed over the row's positions (per lane; the lanes are summed at the end).
+template <typename T>
+void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
+                  const ConvGeometry& g, int64_t b, int64_t y, T* grad_qkv, ParamGrads<T>& part) {
+  using V = typename VecOf<T>::type;
   constexpr int kB = 3;
-  static const WeightGradFn<T> blocks[kB][kB] = {
+  static const FcGradFn<T> blocks[kB][kB] = {
+      {fc_weight_grad_block<T, 1, 1>, fc_weight_grad_block<T, 1, 2>, fc_weight_grad_block<T, 1, 3>},
+      {fc_weight_grad_block<T, 2, 1>, fc_weight_grad_block<T, 2, 2>, fc_weight_grad_block<T, 2, 3>},
+      {fc_weight_grad_block<T, 3, 1>, fc_weight_grad_block<T, 3, 2>, fc_weight_grad_block<T, 3, 3>}};
+  const int64_t L = g.lanes;
+  std::vector<V> sums(g.T);
+  for (int64_t x = 0; x < g.W; ++x)
+    for (int64_t ch = 0; ch < g.chunks(); ++ch) {
+      const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
+      const T* gx = grad_mixed + (ch * g.W + x) * g.K2 * L;
+      std::fill(sums.begin(), sums.end(), V{});
+      for (int64_t j = 0; j < g.K2; ++j) {  // the T sums are independent: no latency chain
+        V gv = *reinterpret_cast<const V*>(gx + j * L);
+        in_register(gv);
+        *reinterpret_cast<V*>(part.fc_b.data() + j * L) += gv;
+        for (int64_t t = 0; t < g.T; ++t) sums[t] += fc_w[j * g.T + t] * gv;
+      }
+      T* dst = grad_qkv + x * g.T * g.D + ch * L;
+      for (int64_t t = 0; t < g.T; ++t) {
+        if (lanes == L) {
+          *reinterpret_cast<V*>(dst + t * g.D) = sums[t];
+        } else {
+          for (int64_t l = 0; l < lanes; ++l) dst[t * g.D + l] = sums[t][l];
+        }
+      }
+    }
+  for (int64_t t0 = 0; t0 < g.T; t0 += kB)
+    for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
+      blocks[std::min<int64_t>(kB, g.T - t0) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
+          grad_mixed, qkv, g, b, y, t0, j0, part.fc_w.data());
+}
+
+// The de-interleaved gradient rows of one thread's rows, each made once into a ring of slots.
+template <typename T>
+class GradRows {
+ public:
+  GradRows(const T* go, const ConvGeometry& g)
+      : go_(go), g_(g), ring_((g.kernel - 1) * g.dilation + 1),
+        size_(g.chunks() * (g.Wo + 2 * g.pad) * g.M * g.lanes), cache_(ring_ * size_, T(0)),
+        held_(ring_, -1) {}
+
+  // Gradient row yo of image b, or null outside the map.
+  const T* row(int64_t b, int64_t yo) {
+    if (yo < 0 || yo >= g_.Ho) return nullptr;
+    T* slot = cache_.data() + (yo % ring_) * size_;
+    if (held_[yo % ring_] != b * g_.Ho + yo) {
+      deinterleave_row(go_ + (b * g_.Ho + yo) * g_.Wo * g_.D * g_.M, g_, slot);
+      held_[yo % ring_] = b * g_.Ho + yo;
+    }
+    return slot;
+  }
+
+ private:
+  const T* go_;
+  const ConvGeometry& g_;
+  int64_t ring_, size_;
+  std::vector<T> cache_;  // padding columns and lanes stay zero
+  std::vector<int64_t> held_;
+};
+
+// One pass over the rows r (stride 1, so output row r sits over input row r): the gradients of
+// dep_conv's weight and bias from output row r, those of qkv and fc from input row r.
+template <typename T>
+void backward_impl(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
+                   const T* weight, const ConvGeometry& g, int64_t batch, T* grad_qkv,
+                   ParamGrads<T>& total) {
+  using V = typename VecOf<T>::type;
+  constexpr int kB = 3;
+  static const WeightGradFn<T> weight_blocks[kB][kB] = {
       {weight_grad_block<T, 1, 1>, weight_grad_block<T, 1, 2>, weight_grad_block<T, 1, 3>},
       {weight_grad_block<T, 2, 1>, weight_grad_block<T, 2, 2>, weight_grad_block<T, 2, 3>},
       {weight_grad_block<T, 3, 1>, weight_grad_block<T, 3, 2>, weight_grad_block<T, 3, 3>}};
+  static const MixedGradFn<T> mixed_blocks[kB][kB] = {
+      {mixed_grad_block<T, 1, 1>, mixed_grad_block<T, 1, 2>, mixed_grad_block<T, 1, 3>},
+      {mixed_grad_block<T, 2, 1>, mixed_grad_block<T, 2, 2>, mixed_grad_block<T, 2, 3>},
+      {mixed_grad_block<T, 3, 1>, mixed_grad_block<T, 3, 2>, mixed_grad_block<T, 3, 3>}};
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
-  at::parallel_for(0, batch * g.Ho, 1, [&](int64_t begin, int64_t end) {
+  std::mutex lock;
+  at::parallel_for(0, batch * g.H, 1, [&](int64_t begin, int64_t end) {
     MixedRows<T> mixed(qkv, fc_w, fc_b, g);
+    GradRows<T> grads(go, g);
     ParamGrads<T> part(g);
-    std::vector<T> go_row(g.chunks() * wp * g.M * L, T(0));
+    std::vector<const T*> go_rows(g.kernel);
+    std::vector<T> grad_mixed(g.chunks() * g.W * g.K2 * L);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / g.Ho, yo = task % g.Ho;
-      deinterleave_row(go + task * g.Wo * g.D * g.M, g, go_row.data());
+      const int64_t b = task / g.H, r = task % g.H;
+      for (int64_t a = 0; a < g.kernel; ++a) go_rows[a] = grads.row(b, r + g.pad - a * g.dilation);
+      const T* go_row = go_rows[g.kernel / 2];  // output row r
       for (int64_t ch = 0; ch < g.chunks(); ++ch)
-        for (int64_t m = 0; m < g.M; ++m)
+        for (int64_t m = 0; m < g.M; ++m) {
+          V sum = {};
           for (int64_t xo = 0; xo < g.Wo; ++xo)
-            for (int64_t l = 0; l < L; ++l)
-              part.bias[m * g.Dp + ch * L + l] += go_row[((ch * wp + xo + g.pad) * g.M + m) * L + l];
+            sum += *reinterpret_cast<const V*>(go_row + ((ch * wp + xo + g.pad) * g.M + m) * L);
+          *reinterpret_cast<V*>(part.bias.data() + m * g.Dp + ch * L) += sum;
+        }
       for (int64_t a = 0; a < g.kernel; ++a) {
-        const T* row = mixed.row(b, yo + a * g.dilation - g.pad);
+        const T* row = mixed.row(b, r + a * g.dilation - g.pad);
         if (!row) continue;
         for (int64_t e = 0; e < g.kernel; ++e)
           for (int64_t ch = 0; ch < g.chunks(); ++ch)
             for (int64_t m0 = 0; m0 < g.M; m0 += kB)
               for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
-                blocks[std::min<int64_t>(kB, g.M - m0) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
-                    go_row.data(), row, g, a, e, ch, m0, j0, part.weight.data());
-      }
-    }
-    std::lock_guard<std::mutex> guard(lock);
-    part.add_to(total);
-  });
-}
-
-// Gradients of qkv, fc's weight and bias: one pass over the input rows.
-template <typename T>
-void input_grads(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const T* weight,
-                 const ConvGeometry& g, int64_t batch, T* grad_qkv, ParamGrads<T>& total,
-                 std::mutex& lock) {
-  using V = typename VecOf<T>::type;
-  constexpr int kB = 3;
-  static const MixedGradFn<T> blocks[kB][kB] = {
-      {mixed_grad_block<T, 1, 1>, mixed_grad_block<T, 1, 2>, mixed_grad_block<T, 1, 3>},
-      {mixed_grad_block<T, 2, 1>, mixed_grad_block<T, 2, 2>, mixed_grad_block<T, 2, 3>},
-      {mixed_grad_block<T, 3, 1>, mixed_grad_block<T, 3, 2>, mixed_grad_block<T, 3, 3>}};
-  const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad, ring = (g.kernel - 1) * g.dilation + 1;
-  const int64_t row_size = g.chunks() * wp * g.M * L;
-  at::parallel_for(0, batch * g.H, 1, [&](int64_t begin, int64_t end) {
-    ParamGrads<T> part(g);
-    std::vector<T> go_ring(ring * row_size, T(0));
-    std::vector<int64_t> held(ring, -1);
-    std::vector<const T*> go_rows(g.kernel);
-    std::vector<T> grad_mixed(g.chunks() * g.W * g.K2 * L);
-    std::vector<V> gm(g.K2);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / g.H, y = task % g.H;
-      for (int64_t a = 0; a < g.kernel; ++a) {
-        const int64_t yo = y + g.pad - a * g.dilation;
-        if (yo < 0 || yo >= g.Ho) {
-          go_rows[a] = nullptr;
-          continue;
-        }
-        T* slot = go_ring.data() + (yo % ring) * row_size;
-        if (held[yo % ring] != b * g.Ho + yo) {
-          deinterleave_row(go + (b * g.Ho + yo) * g.Wo * g.D * g.M, g, slot);
-          held[yo % ring] = b * g.Ho + yo;
-        }
-        go_rows[a] = slot;
+                weight_blocks[std::min<int64_t>(kB, g.M - m0) - 1]
+                             [std::min<int64_t>(kB, g.K2 - j0) - 1](
+                    go_row, row, g, a, e, ch, m0, j0, part.weight.data());
       }
       for (int64_t ch = 0; ch < g.chunks(); ++ch)
         for (int64_t x = 0; x < g.W; x += kB)
           for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
-            blocks[std::min<int64_t>(kB, g.W - x) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
+            mixed_blocks[std::min<int64_t>(kB, g.W - x) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
                 go_rows.data(), weight, g, ch, x, j0, grad_mixed.data());
-      // through fc: grad_qkv[x, t] = sum_j fc_w[j, t] grad_mixed[x, j]; fc's sums over x, c
-      for (int64_t x = 0; x < g.W; ++x) {
-        const T* src = qkv.at(b, y, x);
-        T* dst = grad_qkv + (task * g.W + x) * g.T * g.D;
-        for (int64_t ch = 0; ch < g.chunks(); ++ch) {
-          const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
-          for (int64_t j = 0; j < g.K2; ++j) {
-            gm[j] = *reinterpret_cast<const V*>(grad_mixed.data() + ((ch * g.W + x) * g.K2 + j) * L);
-            *reinterpret_cast<V*>(part.fc_b.data() + j * L) += gm[j];
-          }
-          for (int64_t t = 0; t < g.T; ++t) {
-            V sum = {}, in = {};
-            for (int64_t j = 0; j < g.K2; ++j) sum += fc_w[j * g.T + t] * gm[j];
-            if (lanes == L) {
-              *reinterpret_cast<V*>(dst + t * g.D + ch * L) = sum;
-              in = *reinterpret_cast<const V*>(src + t * qkv.st + ch * L);
-            } else {
-              for (int64_t l = 0; l < lanes; ++l) {
-                dst[t * g.D + ch * L + l] = sum[l];
-                in[l] = src[t * qkv.st + ch * L + l];
-              }
-            }
-            for (int64_t j = 0; j < g.K2; ++j)
-              *reinterpret_cast<V*>(part.fc_w.data() + (j * g.T + t) * L) += gm[j] * in;
-          }
-        }
-      }
+      fc_grads_row(grad_mixed.data(), qkv, fc_w, g, b, r, grad_qkv + task * g.W * g.T * g.D,
+                   part);
     }
     std::lock_guard<std::mutex> guard(lock);
     part.add_to(total);
   });
 }
-
-}  // namespace
-
-namespace {
 
 // The sizes of a call, checked: qkv (B, H, W, T, d), fc_weight (K2, T), packed weight
 // (d_pad / lanes, M, k, k, K2, lanes).
@@ -511,11 +575,8 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
     const StridedMaps<T> maps = strided_maps<T>(qkv);
     const T* fc_b = fc_b_tensor.defined() ? fc_b_tensor.data_ptr<T>() : nullptr;
     ParamGrads<T> total(g);
-    std::mutex lock;
-    weight_grads<T>(go.data_ptr<T>(), maps, fc_weight.data_ptr<T>(), fc_b, g, qkv.size(0), total,
-                    lock);
-    input_grads<T>(go.data_ptr<T>(), maps, fc_weight.data_ptr<T>(), weight.data_ptr<T>(), g,
-                   qkv.size(0), grad_qkv.data_ptr<T>(), total, lock);
+    backward_impl<T>(go.data_ptr<T>(), maps, fc_weight.data_ptr<T>(), fc_b, weight.data_ptr<T>(), g,
+                     qkv.size(0), grad_qkv.data_ptr<T>(), total);
     std::copy(total.weight.begin(), total.weight.end(), grad_weight.data_ptr<T>());
     std::copy(total.bias.begin(), total.bias.end(), grad_bias.data_ptr<T>());
     T* gfw = grad_fc_w.data_ptr<T>();
