@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -38,6 +39,26 @@ struct StridedMaps {
   int64_t sb, sy, sx, st, sc;
   const T* at(int64_t b, int64_t y, int64_t x) const { return ptr + b * sb + y * sy + x * sx; }
 };
+
+// Calls f(A, B) with A, B std::integral_constant<int, 1 .. 3> for runtime a, b: the shape of a
+// register block (the blocks at the ends of a loop are the smaller ones).
+template <typename F>
+inline void with_block_shape(int64_t a, int64_t b, F&& f) {
+  using One = std::integral_constant<int, 1>;
+  using Two = std::integral_constant<int, 2>;
+  using Three = std::integral_constant<int, 3>;
+  switch ((a - 1) * 3 + b - 1) {
+    case 0: return f(One(), One());
+    case 1: return f(One(), Two());
+    case 2: return f(One(), Three());
+    case 3: return f(Two(), One());
+    case 4: return f(Two(), Two());
+    case 5: return f(Two(), Three());
+    case 6: return f(Three(), One());
+    case 7: return f(Three(), Two());
+    default: return f(Three(), Three());
+  }
+}
 
 // Keeps a vector in a register (GCC would otherwise re-load it as a memory operand of every use).
 template <typename V>
@@ -70,10 +91,6 @@ void mix_block(const T* src, int64_t sx, int64_t st, const T* fc_w, const T* fc_
       *reinterpret_cast<V*>(dst + xb * col + (j0 + jj) * lanes) = acc[xb][jj];
 }
 
-template <typename T>
-using MixFn = void (*)(const T*, int64_t, int64_t, const T*, const T*, int64_t, int64_t, T*,
-                       int64_t, int64_t);
-
 // All K2 outputs j of one channel at `lanes` neighbouring positions of planar maps (stride 1
 // along x), vectorised over the positions; dst[x * col + j * lanes] for position x.
 template <typename T>
@@ -101,10 +118,6 @@ template <typename T>
 void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g,
              int64_t b, int64_t y, T* row) {
   constexpr int kXB = 3, kJB = 3;
-  static const MixFn<T> blocks[kXB][kJB] = {
-      {mix_block<T, 1, 1>, mix_block<T, 1, 2>, mix_block<T, 1, 3>},
-      {mix_block<T, 2, 1>, mix_block<T, 2, 2>, mix_block<T, 2, 3>},
-      {mix_block<T, 3, 1>, mix_block<T, 3, 2>, mix_block<T, 3, 3>}};
   const int64_t L = g.lanes, col = g.K2 * L;
   const int64_t full = qkv.sc == 1 ? g.D / L : 0;  // chunks done with vectors
   for (int64_t ch = 0; ch < full; ++ch)
@@ -112,8 +125,10 @@ void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const Conv
       const int xb = static_cast<int>(std::min<int64_t>(kXB, g.W - x));
       T* dst = row + ch * g.row_chunk() + (x + g.pad) * col;
       for (int64_t j = 0; j < g.K2; j += kJB)
-        blocks[xb - 1][std::min<int64_t>(kJB, g.K2 - j) - 1](
-            qkv.at(b, y, x) + ch * L, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
+        with_block_shape(xb, std::min<int64_t>(kJB, g.K2 - j), [&](auto XB, auto JB) {
+          mix_block<T, XB(), JB()>(qkv.at(b, y, x) + ch * L, qkv.sx, qkv.st, fc_w, fc_b, g.T, j,
+                                   dst, col, L);
+        });
     }
   const int64_t x_vec = full == 0 && qkv.sx == 1 ? g.W / L * L : 0;  // planar maps (ResNet)
   for (int64_t c = 0; c < g.D && x_vec; ++c)
@@ -174,25 +189,19 @@ void output_block(const T* const* rows, const T* weight, const T* bias, const Co
   }
 }
 
-template <typename T>
-using BlockFn = void (*)(const T* const*, const T*, const T*, const ConvGeometry&, int64_t,
-                         int64_t, int64_t, T*);
-
 // One output row: rows[a] is the mixed row of kernel row a, or null outside the map.
 template <typename T>
 void output_row(const T* const* rows, const T* weight, const T* bias, const ConvGeometry& g,
                 T* out) {
   constexpr int kPX = 3, kMB = 3;
-  static const BlockFn<T> blocks[kPX][kMB] = {
-      {output_block<T, 1, 1>, output_block<T, 1, 2>, output_block<T, 1, 3>},
-      {output_block<T, 2, 1>, output_block<T, 2, 2>, output_block<T, 2, 3>},
-      {output_block<T, 3, 1>, output_block<T, 3, 2>, output_block<T, 3, 3>}};
   for (int64_t ch = 0; ch < g.chunks(); ++ch)
     for (int64_t xo = 0; xo < g.Wo; xo += kPX) {
       const int px = static_cast<int>(std::min<int64_t>(kPX, g.Wo - xo));
       for (int64_t m0 = 0; m0 < g.M; m0 += kMB) {
         const int mb = static_cast<int>(std::min<int64_t>(kMB, g.M - m0));
-        blocks[px - 1][mb - 1](rows, weight, bias, g, xo, m0, ch, out);
+        with_block_shape(px, mb, [&](auto PX, auto MB) {
+          output_block<T, PX(), MB()>(rows, weight, bias, g, xo, m0, ch, out);
+        });
       }
     }
 }
@@ -316,13 +325,6 @@ void mixed_grad_block(const T* const* go_rows, const T* weight, const ConvGeomet
       *reinterpret_cast<V*>(grad_mixed + ((ch * g.W + x + p) * g.K2 + j0 + jj) * L) = acc[p][jj];
 }
 
-template <typename T>
-using WeightGradFn = void (*)(const T*, const T*, const ConvGeometry&, int64_t, int64_t, int64_t,
-                              int64_t, int64_t, T*);
-template <typename T>
-using MixedGradFn = void (*)(const T* const*, const T*, const ConvGeometry&, int64_t, int64_t,
-                             int64_t, T*);
-
 // Per-thread partial sums of the parameter gradients.
 template <typename T>
 struct ParamGrads {
@@ -375,10 +377,6 @@ void fc_weight_grad_block(const T* grad_mixed, const StridedMaps<T>& qkv, const 
       *reinterpret_cast<V*>(grad_fc_w + ((j0 + jj) * g.T + t0 + tt) * L) += acc[tt][jj];
 }
 
-template <typename T>
-using FcGradFn = void (*)(const T*, const StridedMaps<T>&, const ConvGeometry&, int64_t, int64_t,
-                          int64_t, int64_t, T*);
-
 // Through fc for one row: grad_qkv[x, t, c] = sum_j fc_w[j, t] grad_mixed[x, j, c], and fc's
 // gradients summed over the row's positions (per lane; the lanes are summed at the end).
 template <typename T>
@@ -386,10 +384,6 @@ void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
                   const ConvGeometry& g, int64_t b, int64_t y, T* grad_qkv, ParamGrads<T>& part) {
   using V = typename VecOf<T>::type;
   constexpr int kB = 3;
-  static const FcGradFn<T> blocks[kB][kB] = {
-      {fc_weight_grad_block<T, 1, 1>, fc_weight_grad_block<T, 1, 2>, fc_weight_grad_block<T, 1, 3>},
-      {fc_weight_grad_block<T, 2, 1>, fc_weight_grad_block<T, 2, 2>, fc_weight_grad_block<T, 2, 3>},
-      {fc_weight_grad_block<T, 3, 1>, fc_weight_grad_block<T, 3, 2>, fc_weight_grad_block<T, 3, 3>}};
   const int64_t L = g.lanes;
   std::vector<V> sums(g.T);
   for (int64_t x = 0; x < g.W; ++x)
@@ -414,8 +408,11 @@ void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
     }
   for (int64_t t0 = 0; t0 < g.T; t0 += kB)
     for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
-      blocks[std::min<int64_t>(kB, g.T - t0) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
-          grad_mixed, qkv, g, b, y, t0, j0, part.fc_w.data());
+      with_block_shape(std::min<int64_t>(kB, g.T - t0), std::min<int64_t>(kB, g.K2 - j0),
+                       [&](auto TB, auto JB) {
+                         fc_weight_grad_block<T, TB(), JB()>(grad_mixed, qkv, g, b, y, t0, j0,
+                                                             part.fc_w.data());
+                       });
 }
 
 // The de-interleaved gradient rows of one thread's rows, each made once into a ring of slots.
@@ -454,14 +451,6 @@ void backward_impl(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const 
                    ParamGrads<T>& total) {
   using V = typename VecOf<T>::type;
   constexpr int kB = 3;
-  static const WeightGradFn<T> weight_blocks[kB][kB] = {
-      {weight_grad_block<T, 1, 1>, weight_grad_block<T, 1, 2>, weight_grad_block<T, 1, 3>},
-      {weight_grad_block<T, 2, 1>, weight_grad_block<T, 2, 2>, weight_grad_block<T, 2, 3>},
-      {weight_grad_block<T, 3, 1>, weight_grad_block<T, 3, 2>, weight_grad_block<T, 3, 3>}};
-  static const MixedGradFn<T> mixed_blocks[kB][kB] = {
-      {mixed_grad_block<T, 1, 1>, mixed_grad_block<T, 1, 2>, mixed_grad_block<T, 1, 3>},
-      {mixed_grad_block<T, 2, 1>, mixed_grad_block<T, 2, 2>, mixed_grad_block<T, 2, 3>},
-      {mixed_grad_block<T, 3, 1>, mixed_grad_block<T, 3, 2>, mixed_grad_block<T, 3, 3>}};
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
   std::mutex lock;
   at::parallel_for(0, batch * g.H, 1, [&](int64_t begin, int64_t end) {
@@ -488,15 +477,20 @@ void backward_impl(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const 
           for (int64_t ch = 0; ch < g.chunks(); ++ch)
             for (int64_t m0 = 0; m0 < g.M; m0 += kB)
               for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
-                weight_blocks[std::min<int64_t>(kB, g.M - m0) - 1]
-                             [std::min<int64_t>(kB, g.K2 - j0) - 1](
-                    go_row, row, g, a, e, ch, m0, j0, part.weight.data());
+                with_block_shape(std::min<int64_t>(kB, g.M - m0), std::min<int64_t>(kB, g.K2 - j0),
+                                 [&](auto MB, auto JB) {
+                                   weight_grad_block<T, MB(), JB()>(go_row, row, g, a, e, ch, m0,
+                                                                    j0, part.weight.data());
+                                 });
       }
       for (int64_t ch = 0; ch < g.chunks(); ++ch)
         for (int64_t x = 0; x < g.W; x += kB)
           for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
-            mixed_blocks[std::min<int64_t>(kB, g.W - x) - 1][std::min<int64_t>(kB, g.K2 - j0) - 1](
-                go_rows.data(), weight, g, ch, x, j0, grad_mixed.data());
+            with_block_shape(std::min<int64_t>(kB, g.W - x), std::min<int64_t>(kB, g.K2 - j0),
+                             [&](auto PX, auto JB) {
+                               mixed_grad_block<T, PX(), JB()>(go_rows.data(), weight, g, ch, x,
+                                                               j0, grad_mixed.data());
+                             });
       fc_grads_row(grad_mixed.data(), qkv, fc_w, g, b, r, grad_qkv + task * g.W * g.T * g.D,
                    part);
     }
