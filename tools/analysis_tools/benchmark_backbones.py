@@ -263,9 +263,10 @@ def main(argv=None):
         f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
         f'at their ResNet-50 stage size. Each case is timed in one process with its baseline, '
         f'their steps alternating: fastest of {args.repeat} runs, the fastest of '
-        f'{args.rounds} such processes; the ratio is that process\'s. Peak memory: on CUDA the allocator\'s peak; '
-        f'on the CPU the growth of the peak resident memory over the state before one '
-        f'training step, in a process that returns freed memory at once.', md, results)
+        f'{args.rounds} such processes; the ratio is that process\'s. Peak memory: on CUDA '
+        f'the allocator\'s peak; on the CPU the growth of the peak resident memory over the '
+        f'state before one training step, in a process that returns freed memory at once.',
+        md, results)
     if ratios:
         plot(ratios, args.out + '.png')
     print(f'wrote {args.out}.md, {args.out}.json and {args.out}.png')

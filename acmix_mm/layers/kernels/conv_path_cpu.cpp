@@ -3,7 +3,8 @@
 //
 //   mixed[b, y, x, j, c] = fc_b[j] + sum_t fc_w[j, t] * qkv[b, y, x, t, c]
 //   out[b, yo, xo, c*M + m] = bias[m, c]
-//       + sum_{a, e, j} weight[m, a, e, j, c] * mixed[b, yo*s + a*dil - pad, xo*s + e*dil - pad, j, c]
+//       + sum_{a, e, j} weight[m, a, e, j, c]
+//                       * mixed[b, yo*s + a*dil - pad, xo*s + e*dil - pad, j, c]
 //
 // (zero outside the map: dep_conv zero-pads the mixed maps). Each thread computes the mixed rows
 // its output rows read once, into a ring of rows zero-padded left and right with the channels
@@ -168,7 +169,8 @@ void output_block(const T* const* rows, const T* weight, const T* bias, const Co
       const T* w = w_chunk + (a * g.kernel + e) * col;
       for (int64_t j = 0; j < g.K2; ++j) {
         V iv[PX];
-        for (int p = 0; p < PX; ++p) iv[p] = *reinterpret_cast<const V*>(in + p * g.stride * col + j * L);
+        for (int p = 0; p < PX; ++p)
+          iv[p] = *reinterpret_cast<const V*>(in + p * g.stride * col + j * L);
         for (int mi = 0; mi < MB; ++mi) {
           V wv = *reinterpret_cast<const V*>(w + mi * g.taps() * L + j * L);
           in_register(wv);
@@ -297,7 +299,8 @@ void weight_grad_block(const T* go_row, const T* mixed_row, const ConvGeometry& 
   }
 }
 
-// grad_mixed[x + p, j0 + jj] = sum_{a, e, m} weight[m, a, e, j0 + jj] * go_a[x + p + pad - e*dil, m]
+// grad_mixed[x + p, j0 + jj] =
+//     sum_{a, e, m} weight[m, a, e, j0 + jj] * go_a[x + p + pad - e*dil, m]
 template <typename T, int PX, int JB>
 void mixed_grad_block(const T* const* go_rows, const T* weight, const ConvGeometry& g,
                       int64_t ch, int64_t x, int64_t j0, T* grad_mixed) {
@@ -367,7 +370,8 @@ void fc_weight_grad_block(const T* grad_mixed, const StridedMaps<T>& qkv, const 
     for (int64_t x = 0; x < g.W; ++x) {
       V in[TB], gv[JB];
       load_maps<T, TB>(qkv.at(b, y, x) + t0 * qkv.st + ch * L, qkv.st, lanes, in);
-      for (int jj = 0; jj < JB; ++jj) gv[jj] = *reinterpret_cast<const V*>(gm + (x * g.K2 + jj) * L);
+      for (int jj = 0; jj < JB; ++jj)
+        gv[jj] = *reinterpret_cast<const V*>(gm + (x * g.K2 + jj) * L);
       for (int tt = 0; tt < TB; ++tt)
         for (int jj = 0; jj < JB; ++jj) acc[tt][jj] += in[tt] * gv[jj];
     }
@@ -505,7 +509,8 @@ ConvGeometry geometry(const at::Tensor& qkv, const at::Tensor& fc_weight, const 
                       int64_t stride, int64_t dilation) {
   TORCH_CHECK(qkv.dim() == 5 && qkv.device().is_cpu(), "qkv must be a CPU (B, H, W, T, d) tensor");
   TORCH_CHECK(weight.dim() == 6 && weight.is_contiguous() && fc_weight.is_contiguous(),
-              "weight (d_pad / lanes, M, k, k, K2, lanes) and fc_weight (K2, T) must be contiguous");
+              "weight (d_pad / lanes, M, k, k, K2, lanes) and fc_weight (K2, T) must be "
+              "contiguous");
   TORCH_CHECK(weight.scalar_type() == qkv.scalar_type() &&
                   fc_weight.scalar_type() == qkv.scalar_type(),
               "qkv, fc_weight and weight must have one dtype");
@@ -516,7 +521,8 @@ ConvGeometry geometry(const at::Tensor& qkv, const at::Tensor& fc_weight, const 
   g.Dp = weight.size(0) * weight.size(5);
   g.stride = stride, g.dilation = dilation, g.pad = dilation * (g.kernel / 2);
   g.Ho = (g.H - 1) / stride + 1, g.Wo = (g.W - 1) / stride + 1;
-  TORCH_CHECK(g.kernel % 2 == 1 && weight.size(3) == g.kernel, "dep_conv kernel must be odd, square");
+  TORCH_CHECK(g.kernel % 2 == 1 && weight.size(3) == g.kernel,
+              "dep_conv kernel must be odd, square");
   TORCH_CHECK(fc_weight.size(0) == g.K2 && fc_weight.size(1) == g.T, "fc_weight must be (K2, T)");
   TORCH_CHECK(weight.size(5) == g.lanes && g.Dp == round_up(g.D, g.lanes),
               "weight must hold d rounded up to chunks of ", g.lanes, " lanes");
@@ -580,7 +586,8 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
       for (int64_t l = 0; l < g.lanes; ++l) gfb[j] += total.fc_b[j * g.lanes + l];
       for (int64_t t = 0; t < g.T; ++t) {
         gfw[j * g.T + t] = 0;
-        for (int64_t l = 0; l < g.lanes; ++l) gfw[j * g.T + t] += total.fc_w[(j * g.T + t) * g.lanes + l];
+        for (int64_t l = 0; l < g.lanes; ++l)
+          gfw[j * g.T + t] += total.fc_w[(j * g.T + t) * g.lanes + l];
       }
     }
   });

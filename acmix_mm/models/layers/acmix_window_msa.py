@@ -174,7 +174,8 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
             out_conv = checkpoint(msa.convolution, qkv, use_reentrant=False)
         else:
             out_conv = msa.convolution(qkv)
-        heads = msa.attend(*msa.split_windows(qkv, ws), msa.attention_bias(mask, b * (h_pad // ws) * (w_pad // ws)))
+        windows = b * (h_pad // ws) * (w_pad // ws)
+        heads = msa.attend(*msa.split_windows(qkv, ws), msa.attention_bias(mask, windows))
         # (B * nW * N, n, d) -> (B, H, W, C): window reverse and head merge in one copy
         heads = heads.view(b, h_pad // ws, w_pad // ws, msa.num_heads, ws, ws, -1)
         heads = heads.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, c)
