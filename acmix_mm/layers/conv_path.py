@@ -112,7 +112,7 @@ def conv_path_channels_last(qkv: torch.Tensor, heads: int, fc: nn.Conv2d, dep_co
     if out_bias is not None:
         bias = out_bias if bias is None else bias + out_bias
     if fused_conv_path_applies(qkv, fc.weight, fc.bias, weight, bias,
-                               differentiable=dep_conv.stride[0] == 1):
+                               differentiable=dep_conv.stride[0] == 1 and qkv.stride(-1) == 1):
         return fused_conv_path(qkv.view(b, h, w, t, c3 // t), fc.weight, fc.bias, weight, bias,
                                dep_conv.stride[0], dep_conv.dilation[0])
     p = b * h * w
