@@ -3,18 +3,18 @@
 ``fc``, the channel reordering and the grouped ``dep_conv`` run in one pass over the projected maps
 (:file:`conv_path_cpu.cpp`), without the transposed copy or mkldnn's slow grouped convolution. Its
 backward (stride 1, channels-last maps, as in the Swin variant) recomputes the mixed maps.
-:func:`fused_conv_path_applies` says when it may run (CPU, float32/float64, the C++ extension
-built, not traced, ``ACMIX_MM_KERNEL`` not ``python``, a backward where one is needed); elsewhere
+:func:`fused_conv_path_applies` says when it may run (where the attention operator's
+``selected_backend`` is ``cpp``, i.e. CPU, float32/float64, the extension built and
+``ACMIX_MM_KERNEL`` allowing it; not traced; a backward where one is needed); elsewhere
 :mod:`acmix_mm.layers.conv_path` composes PyTorch operators with the same numbers.
 """
-import os
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .cpu_extension import load_cpu_extension
-from .sliding_window_op import CPP_DTYPES
+from .sliding_window_op import selected_backend
 
 
 def fused_conv_path_applies(*tensors: Optional[torch.Tensor], differentiable: bool = False) -> bool:
@@ -30,11 +30,9 @@ def fused_conv_path_applies(*tensors: Optional[torch.Tensor], differentiable: bo
         return False
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False  # a traced graph must see the operators (FLOP counting, export)
-    if os.environ.get('ACMIX_MM_KERNEL', 'auto') == 'python':
-        return False
     first = present[0]
-    return (first.device.type == 'cpu' and first.dtype in CPP_DTYPES
-            and all(t.dtype == first.dtype for t in present) and load_cpu_extension() is not None)
+    return (all(t.dtype == first.dtype for t in present)
+            and selected_backend(first.device, first.dtype) == 'cpp')
 
 
 def _pack(weight: torch.Tensor, bias: Optional[torch.Tensor],
