@@ -9,7 +9,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ._validation import check_heads, check_odd_kernel, check_positive_int
+from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
+from .kernels.sliding_window_op import selected_backend
 from .sliding_window_attention import sliding_window_attention
 
 
@@ -84,6 +86,8 @@ class ACmix(nn.Module):
         # One product for the three 1x1 projections (a batched matrix product: several times
         # faster than a 1x1 convolution on the CPU); q, k, v are views of its output.
         b, _, h, w = x.shape
+        if self._triton_path_applies(x):
+            return acmix_forward_triton(self, x, self.position_term(h, w, x))
         weight = torch.cat([self.conv1.weight, self.conv2.weight, self.conv3.weight])
         bias = torch.cat([self.conv1.bias, self.conv2.bias, self.conv3.bias])
         weight = weight.view(1, -1, self.in_channels).expand(b, -1, -1)
@@ -94,6 +98,19 @@ class ACmix(nn.Module):
             return checkpoint(self._mix_paths, qkv, use_reentrant=False)
         return self._mix_paths(qkv)
 
+    @staticmethod
+    def _triton_path_applies(x: torch.Tensor) -> bool:
+        """Whether :mod:`.acmix_triton` runs this layer: where the attention operator would use
+        Triton (CUDA), outside tracing and compilation (which see the operators)."""
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        return selected_backend(x.device, x.dtype) == 'triton'
+
+    def position_term(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        """``conv_p`` of the positional grid, ``(d, H, W)``."""
+        grid = position_grid(h, w, like.dtype, like.device)
+        return self.conv_p(grid).view(self.head_dim, h, w)
+
     def _mix_paths(self, qkv: torch.Tensor) -> torch.Tensor:
         """``rate1 * attention + rate2 * convolution`` from ``qkv`` ``(B, 3C, H, W)``."""
         b, _, h, w = qkv.shape
@@ -101,7 +118,7 @@ class ACmix(nn.Module):
         q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
         # The spec's logit q(p) . (k(o) + pe(p) - pe(o)) differs from q(p) . (k(o) - pe(o)) by a
         # term constant over the window, which the softmax removes: only pe(o) is kept.
-        pe = self.conv_p(position_grid(h, w, qkv.dtype, qkv.device)).view(d, h, w)
+        pe = self.position_term(h, w, qkv)
         att = sliding_window_attention(q, k, v, self.kernel_att, self.stride, self.dilation,
                                        pe=pe, scale=float(d) ** -0.5)
         out_att = att.view(b, self.out_channels, att.shape[-2], att.shape[-1])

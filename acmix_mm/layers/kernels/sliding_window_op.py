@@ -32,8 +32,9 @@ def selected_backend(device: torch.device, dtype: torch.dtype = torch.float32) -
         raise ValueError(f'ACMIX_MM_KERNEL must be one of {BACKENDS}, got {choice!r}')
     if choice == 'cpp' and device.type != 'cpu':
         raise ValueError(f'ACMIX_MM_KERNEL=cpp runs on the CPU only, got tensors on {device}')
-    if choice == 'triton' and device.type != 'cuda':
-        raise ValueError(f'ACMIX_MM_KERNEL=triton runs on CUDA only, got tensors on {device}')
+    if choice == 'triton' and device.type != 'cuda' and not triton_interpreted():
+        raise ValueError(f'ACMIX_MM_KERNEL=triton runs on CUDA only (or on the CPU in Triton\'s '
+                         f'interpreter, TRITON_INTERPRET=1), got tensors on {device}')
     if choice == 'auto':
         if device.type == 'cpu' and dtype in CPP_DTYPES and load_cpu_extension() is not None:
             return 'cpp'
@@ -49,6 +50,11 @@ def selected_backend(device: torch.device, dtype: torch.dtype = torch.float32) -
     if choice == 'triton' and not _triton_module().TRITON_AVAILABLE:
         raise RuntimeError('ACMIX_MM_KERNEL=triton, but Triton is not installed')
     return choice
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``: on CPU tensors)."""
+    return os.environ.get('TRITON_INTERPRET') == '1'
 
 
 def _triton_module():

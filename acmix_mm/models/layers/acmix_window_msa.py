@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...layers import build_dep_conv, build_fc, conv_path_channels_last, shift_init_
+from ...layers.acmix_triton import fc_bias_map, folded_conv_weight, qkv_channel_order
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
 from ...layers._validation import check_heads, check_odd_kernel
 
@@ -167,6 +168,30 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
         mask = PretrainShiftWindowMSA.get_attn_mask((h_pad, w_pad), ws, shift, x.device)
 
+        if x.is_cuda and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            x = self.attend_fused(x, mask)
+        else:
+            x = self.attend_composed(x, mask)
+        x = self.w_msa.proj_drop(x)
+
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        x = x[:, :h, :w, :].reshape(b, h * w, c)
+        return self.drop(x)
+
+    def attend_composed(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``rate1 * proj(window attention) + rate2 * conv path`` by PyTorch operators and, on
+        the CPU, the fused conv-path kernel.
+
+        Args:
+            x: ``(B, H, W, C)`` padded to window multiples and shifted.
+            mask: ``(num_windows, n, n)`` shift mask or None.
+
+        Returns:
+            ``(B, H, W, C)``, before ``proj_drop``.
+        """
+        b, h_pad, w_pad, c = x.shape
+        ws = self.window_size
         msa = self.w_msa
         qkv = msa.qkv(x)  # (B, H_pad, W_pad, 3C)
         if torch.is_grad_enabled() and not fused_conv_path_applies(qkv, differentiable=True):
@@ -176,14 +201,61 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
             out_conv = msa.convolution(qkv)
         windows = b * (h_pad // ws) * (w_pad // ws)
         heads = msa.attend(*msa.split_windows(qkv, ws), msa.attention_bias(mask, windows))
-        # (B * nW * N, n, d) -> (B, H, W, C): window reverse and head merge in one copy
-        heads = heads.view(b, h_pad // ws, w_pad // ws, msa.num_heads, ws, ws, -1)
-        heads = heads.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, c)
-        # out = conv path (rate2, rate1 * proj.bias folded in) + rate1 * proj(heads)
-        x = torch.addmm(out_conv.reshape(-1, c), heads, (msa.rate1 * msa.proj.weight).t())
-        x = msa.proj_drop(x.view(b, h_pad, w_pad, c))
+        return self._merge(heads, out_conv, x.shape)
 
-        if shift:
-            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        x = x[:, :h, :w, :].reshape(b, h * w, c)
-        return self.drop(x)
+    def attend_fused(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """:meth:`attend_composed` for the GPU: the conv path as one grouped convolution of
+        ``qkv`` (``fc`` folded into ``dep_conv``, see :mod:`acmix_mm.layers.acmix_triton`) and the
+        window attention through ``scaled_dot_product_attention`` (its fused backends take the
+        bias and the shift mask as an additive mask). Same arguments and result; any device.
+        """
+        b, h_pad, w_pad, c = x.shape
+        ws = self.window_size
+        msa = self.w_msa
+        heads, d = msa.num_heads, c // msa.num_heads
+        order = qkv_channel_order(heads, d, x.device)
+        bias = None if msa.qkv.bias is None else msa.qkv.bias[order]
+        qkv = F.linear(x, msa.qkv.weight[order], bias)  # channel c * 3N + t
+        dep = msa.dep_conv
+        conv_bias = msa.rate1 * msa.proj.bias if msa.proj.bias is not None else None
+        if dep.bias is not None:
+            conv_bias = dep.bias * msa.rate2 + (0 if conv_bias is None else conv_bias)
+        out_conv = F.conv2d(qkv.permute(0, 3, 1, 2),
+                            folded_conv_weight(msa.fc.weight, dep.weight) * msa.rate2,
+                            conv_bias, 1, dep.padding, dep.dilation, d)
+        if msa.fc.bias is not None:
+            bias_map = fc_bias_map(msa.fc.bias, dep.weight, d, (h_pad, w_pad), 1,
+                                   dep.padding[0], dep.dilation[0]) * msa.rate2
+            out_conv = out_conv + bias_map.to(out_conv.dtype)
+        out_conv = out_conv.permute(0, 2, 3, 1)
+
+        windows = b * (h_pad // ws) * (w_pad // ws)
+        split = qkv.view(b, h_pad // ws, ws, w_pad // ws, ws, d, 3, heads)
+        q, k, v = split.permute(6, 0, 1, 3, 7, 2, 4, 5).reshape(3, windows, heads, ws * ws, d)
+        # bias (+ shift mask) of one image, broadcast over the batch: (nW * N | N, n, n)
+        groups = 1 if mask is None else mask.shape[0]
+        attn_mask = msa.attention_bias(mask, groups).reshape(-1, ws * ws, ws * ws)
+        q, k, v = (t.reshape(windows // groups, groups * heads, ws * ws, d) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask.to(q.dtype),
+            dropout_p=msa.attn_drop.p if self.training else 0., scale=msa.scale)
+        return self._merge(out, out_conv, x.shape)
+
+    def _merge(self, heads: torch.Tensor, out_conv: torch.Tensor,
+               shape: Sequence[int]) -> torch.Tensor:
+        """``out_conv + rate1 * proj(heads)`` (proj's bias is already in ``out_conv``).
+
+        Args:
+            heads: ``(B * num_windows * N, n, d)`` or ``(B * num_windows, N, n, d)``.
+            out_conv: ``(B, H, W, C)``.
+            shape: ``(B, H, W, C)``.
+        """
+        b, h_pad, w_pad, c = shape
+        ws = self.window_size
+        msa = self.w_msa
+        # window reverse and head merge in one copy
+        heads = heads.reshape(b, h_pad // ws, w_pad // ws, msa.num_heads, ws, ws, -1)
+        heads = heads.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, c)
+        x = torch.addmm(out_conv.reshape(-1, c), heads,
+                        (msa.rate1 * msa.proj.weight).t().to(heads.dtype))
+        return x.view(b, h_pad, w_pad, c)

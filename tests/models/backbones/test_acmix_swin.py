@@ -88,19 +88,29 @@ def spec_shift_window_msa(attn, x, h, w, shift):
     return torch.roll(y, (s, s), (1, 2))[:, :h, :w].reshape(b, h * w, c)
 
 
+def use_path(attn, path, monkeypatch):
+    """Makes the CPU forward take ``attend_fused`` (the GPU's path: SDPA and the folded conv
+    path) when ``path == 'fused'``."""
+    if path == 'fused':
+        monkeypatch.setattr(attn, 'attend_composed', attn.attend_fused)
+    return attn
+
+
+@pytest.mark.parametrize('path', ['composed', 'fused'])
 @pytest.mark.parametrize('h,w,shift', [(14, 14, 3), (10, 17, 3), (9, 9, 0), (5, 3, 3)])
-def test_shift_window_attention_matches_spec_any_size(h, w, shift):
-    attn = randomised_shift_window_msa(shift).eval()
+def test_shift_window_attention_matches_spec_any_size(h, w, shift, path, monkeypatch):
+    attn = use_path(randomised_shift_window_msa(shift).eval(), path, monkeypatch)
     x = torch.randn(2, h * w, 8, dtype=torch.float64)
     torch.testing.assert_close(attn(x, (h, w)), spec_shift_window_msa(attn, x, h, w, shift),
                                rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize('path', ['composed', 'fused'])
 @pytest.mark.parametrize('h,w,shift', [(14, 17, 3), (7, 7, 0)])
-def test_shift_window_attention_gradients_match_spec(h, w, shift):
+def test_shift_window_attention_gradients_match_spec(h, w, shift, path, monkeypatch):
     """Training gradients (conv path recomputed, rates folded into the weights) against autograd
     through the spec, for the input and every parameter."""
-    attn = randomised_shift_window_msa(shift).train()
+    attn = use_path(randomised_shift_window_msa(shift).train(), path, monkeypatch)
     x = torch.randn(2, h * w, 8, dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn(2, h * w, 8, dtype=torch.float64)
     wrt = [x] + list(attn.parameters())
