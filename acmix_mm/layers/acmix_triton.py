@@ -41,17 +41,15 @@ class StageConfig(NamedTuple):
 
 
 @lru_cache(maxsize=None)
-def _channel_order(heads: int, head_dim: int) -> torch.Tensor:
-    return torch.arange(3 * heads * head_dim).view(3 * heads, head_dim).t().reshape(-1)
-
-
 def qkv_channel_order(heads: int, head_dim: int, device: torch.device) -> torch.Tensor:
-    """Index ``i`` of the reference's ``[q | k | v]`` channel ``t * d + c`` placed at ``c * 3N + t``.
+    """Index ``i`` of the reference's ``[q | k | v]`` channel ``t * d + c`` placed at ``c * 3N + t``
+    (cached per device: no host-to-device copy, which would wait for the GPU, per call).
 
     Returns:
         Long tensor of shape ``(3 * N * d,)``.
     """
-    return _channel_order(heads, head_dim).to(device)
+    order = torch.arange(3 * heads * head_dim).view(3 * heads, head_dim).t().reshape(-1)
+    return order.to(device)
 
 
 def folded_conv_weight(fc_weight: torch.Tensor, dep_weight: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Triton sliding-window attention: forward and a gather-only backward.
 
 Matches :func:`sliding_window_python.sliding_window_attention_python`. Every program owns a 2-d
-tile of ``BLOCK_Y x BLOCK_X`` positions of one ``(b, n)`` slice, with all ``d`` channels of a
-position in one thread (``BLOCK_P = 32 * num_warps`` positions, so the sum over channels needs no
-exchange between threads). The tile walks the ``k x k`` window offset by offset: the rows of keys
+tile of ``BLOCK_Y x BLOCK_X`` positions of one ``(b, n)`` slice; up to ``d = 32`` all channels of a
+position sit in one thread (128 positions, 4 warps), so the sum over channels needs no exchange
+between threads. The tile walks the ``k x k`` window offset by offset: the rows of keys
 and values it reads are shared by its neighbouring queries and come from the cache, the softmax is
 online in float32 registers, reflection and the positional term ``pe`` are applied in-kernel, and
 the inputs may be strided views of one ``qkv`` tensor (no copies).
@@ -279,6 +279,149 @@ if TRITON_AVAILABLE:
         tl.store(gv_ptr + g_off, acc_v.to(gv_ptr.dtype.element_ty), mask=mask)
 
 
+    @triton.jit
+    def _halo(H, W, HO, WO, STRIDE: tl.constexpr, PAD: tl.constexpr, ONE_BOUNCE: tl.constexpr,
+              BLOCK_X: tl.constexpr, BLOCK_P: tl.constexpr, HALO_X: tl.constexpr,
+              HALO_N: tl.constexpr, HALO: tl.constexpr):
+        """This program's query tile and the halo of key positions its windows reach.
+
+        Returns the queries' output coordinates and mask, their local coordinates, the halo's
+        flat source positions (reflected), its local coordinates and mask.
+        """
+        yo, xo, pmask = _tile(HO, WO, BLOCK_X, BLOCK_P)
+        BLOCK_Y: tl.constexpr = BLOCK_P // BLOCK_X
+        tiles_x = tl.cdiv(WO, BLOCK_X)
+        y0 = (tl.program_id(0) // tiles_x) * BLOCK_Y
+        x0 = (tl.program_id(0) % tiles_x) * BLOCK_X
+        p = tl.arange(0, BLOCK_P)
+        h = tl.arange(0, HALO)
+        hy, hx = h // HALO_X, h % HALO_X
+        ry = _reflect(y0 * STRIDE - PAD + hy, H, ONE_BOUNCE)
+        rx = _reflect(x0 * STRIDE - PAD + hx, W, ONE_BOUNCE)
+        ry = tl.minimum(tl.maximum(ry, 0), H - 1)  # rows only masked queries reach
+        rx = tl.minimum(tl.maximum(rx, 0), W - 1)
+        return yo, xo, pmask, p // BLOCK_X, p % BLOCK_X, ry * W + rx, hy, hx, h < HALO_N
+
+    @triton.jit
+    def _window_mask(py, px, hy, hx, hmask, STRIDE: tl.constexpr, PAD: tl.constexpr,
+                     DILATION: tl.constexpr):
+        """``[queries, halo]``: whether the halo entry is a window position of the query."""
+        ry = hy[None, :] - (py * STRIDE)[:, None]
+        rx = hx[None, :] - (px * STRIDE)[:, None]
+        return ((ry >= 0) & (ry <= 2 * PAD) & (ry % DILATION == 0) & (rx >= 0)
+                & (rx <= 2 * PAD) & (rx % DILATION == 0) & hmask[None, :])
+
+    @triton.jit
+    def _halo_probs(q_ptr, k_ptr, v_ptr, pe_ptr, base, scale, s_c, D, H, W, HO, WO,
+                    KERNEL: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
+                    ONE_BOUNCE: tl.constexpr, HAS_PE: tl.constexpr, BLOCK_D: tl.constexpr,
+                    BLOCK_X: tl.constexpr, BLOCK_P: tl.constexpr, HALO_X: tl.constexpr,
+                    HALO_N: tl.constexpr, HALO: tl.constexpr, IEEE: tl.constexpr):
+        """Softmax probabilities ``[queries, halo]`` (zero off the windows and for masked
+        queries), with the loaded q (unscaled), k - pe and v of the halo."""
+        PAD: tl.constexpr = DILATION * (KERNEL - 1) // 2
+        yo, xo, pmask, py, px, pos_h, hy, hx, hmask = _halo(
+            H, W, HO, WO, STRIDE, PAD, ONE_BOUNCE, BLOCK_X, BLOCK_P, HALO_X, HALO_N, HALO)
+        c = tl.arange(0, BLOCK_D)
+        cmask = c < D
+        chan = c[None, :].to(tl.int64) * s_c
+        qmask = pmask[:, None] & cmask[None, :]
+        q = tl.load(q_ptr + base + chan + (yo * STRIDE * W + xo * STRIDE)[:, None], mask=qmask,
+                    other=0.)
+        kvmask = hmask[:, None] & cmask[None, :]
+        key = tl.load(k_ptr + base + chan + pos_h[:, None], mask=kvmask, other=0.)
+        if HAS_PE:
+            key = (key.to(tl.float32) - tl.load(pe_ptr + c[None, :] * (H * W) + pos_h[:, None],
+                                                mask=kvmask, other=0.).to(tl.float32))
+        key = key.to(q.dtype)
+        val = tl.load(v_ptr + base + chan + pos_h[:, None], mask=kvmask, other=0.)
+        if IEEE:
+            logits = tl.dot(q, tl.trans(key), input_precision='ieee')
+        else:
+            logits = tl.dot(q, tl.trans(key))
+        logits *= scale * 1.4426950408889634
+        inside = _window_mask(py, px, hy, hx, hmask, STRIDE, PAD, DILATION)
+        logits = tl.where(inside, logits, float('-inf'))
+        e = tl.exp2(logits - tl.max(logits, axis=1)[:, None])
+        probs = e / tl.sum(e, axis=1)[:, None]
+        probs = tl.where(pmask[:, None], probs, 0.)
+        return probs, q, key, val, yo, xo, pmask, qmask, kvmask, pos_h, c
+
+    @triton.jit(do_not_specialize=_SIZES)
+    def _fwd_halo_kernel(q_ptr, k_ptr, v_ptr, pe_ptr, add_ptr, rate_ptr, out_ptr, scale,
+                         s_b, s_n, s_c, N, D, H, W, HO, WO,
+                         KERNEL: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
+                         ONE_BOUNCE: tl.constexpr, HAS_PE: tl.constexpr, HAS_ADD: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_P: tl.constexpr,
+                         HALO_X: tl.constexpr, HALO_N: tl.constexpr, HALO: tl.constexpr,
+                         IEEE: tl.constexpr):
+        """Forward of a tile of queries from its halo: logits and ``probs @ v`` as two matrix
+        products over the halo, masked to each query's window."""
+        base = _slice_base(N, s_b, s_n)
+        probs, q, key, val, yo, xo, pmask, qmask, kvmask, pos_h, c = _halo_probs(
+            q_ptr, k_ptr, v_ptr, pe_ptr, base, scale, s_c, D, H, W, HO, WO, KERNEL, STRIDE,
+            DILATION, ONE_BOUNCE, HAS_PE, BLOCK_D, BLOCK_X, BLOCK_P, HALO_X, HALO_N, HALO, IEEE)
+        if IEEE:
+            out = tl.dot(probs.to(val.dtype), val, input_precision='ieee')
+        else:
+            out = tl.dot(probs.to(val.dtype), val)
+        out_off = (tl.program_id(1).to(tl.int64) * D + c[None, :]) * (HO * WO) \
+            + (yo * WO + xo)[:, None]
+        if HAS_ADD:
+            out = out * tl.load(rate_ptr).to(tl.float32) \
+                + tl.load(add_ptr + out_off, mask=qmask, other=0.).to(tl.float32)
+        tl.store(out_ptr + out_off, out.to(out_ptr.dtype.element_ty), mask=qmask)
+
+    @triton.jit(do_not_specialize=_GRAD_SIZES)
+    def _bwd_halo_kernel(q_ptr, k_ptr, v_ptr, pe_ptr, g_ptr, rate_ptr, gq_ptr, gk_ptr, gv_ptr,
+                         delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, N, D, H, W, HO, WO,
+                         KERNEL: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
+                         ONE_BOUNCE: tl.constexpr, HAS_PE: tl.constexpr, HAS_RATE: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_P: tl.constexpr,
+                         HALO_X: tl.constexpr, HALO_N: tl.constexpr, HALO: tl.constexpr,
+                         IEEE: tl.constexpr):
+        """All gradients of a tile of queries in one pass over its halo; the halo's key and value
+        gradients are added atomically (halos overlap, reflection repeats positions)."""
+        base = _slice_base(N, s_b, s_n)
+        probs, q, key, val, yo, xo, pmask, qmask, kvmask, pos_h, c = _halo_probs(
+            q_ptr, k_ptr, v_ptr, pe_ptr, base, scale, s_c, D, H, W, HO, WO, KERNEL, STRIDE,
+            DILATION, ONE_BOUNCE, HAS_PE, BLOCK_D, BLOCK_X, BLOCK_P, HALO_X, HALO_N, HALO, IEEE)
+        bn = tl.program_id(1).to(tl.int64)
+        g_off = (bn * D + c[None, :]) * (HO * WO) + (yo * WO + xo)[:, None]
+        g = tl.load(g_ptr + g_off, mask=qmask, other=0.).to(val.dtype)
+        if IEEE:
+            d_probs = tl.dot(g, tl.trans(val), input_precision='ieee')
+        else:
+            d_probs = tl.dot(g, tl.trans(val))
+        delta = tl.sum(probs * d_probs, axis=1)
+        d_logits = probs * (d_probs - delta[:, None])
+        factor = scale
+        if HAS_RATE:
+            rate = tl.load(rate_ptr).to(tl.float32)
+            factor = scale * rate
+        else:
+            rate = 1.0
+        d_logits = d_logits.to(key.dtype)
+        probs = probs.to(val.dtype)
+        if IEEE:
+            grad_q = tl.dot(d_logits, key, input_precision='ieee')
+            grad_k = tl.dot(tl.trans(d_logits), q, input_precision='ieee')
+            grad_v = tl.dot(tl.trans(probs), g, input_precision='ieee')
+        else:
+            grad_q = tl.dot(d_logits, key)
+            grad_k = tl.dot(tl.trans(d_logits), q)
+            grad_v = tl.dot(tl.trans(probs), g)
+        g_base = _slice_base(N, gs_b, gs_n)
+        g_chan = c[None, :].to(tl.int64) * gs_c
+        tl.store(gq_ptr + g_base + g_chan + (yo * STRIDE * W + xo * STRIDE)[:, None],
+                 (grad_q * factor).to(gq_ptr.dtype.element_ty), mask=qmask)
+        tl.atomic_add(gk_ptr + g_base + g_chan + pos_h[:, None], grad_k * factor, mask=kvmask,
+                      sem='relaxed')
+        tl.atomic_add(gv_ptr + g_base + g_chan + pos_h[:, None], grad_v * rate, mask=kvmask,
+                      sem='relaxed')
+        tl.store(delta_ptr + bn * (HO * WO) + yo * WO + xo, delta, mask=pmask)
+
+
 class _Launch(NamedTuple):
     """Shapes, strides and launch parameters shared by the kernels of one call."""
     n: int
@@ -326,12 +469,56 @@ def _launch(q: torch.Tensor, kernel: int, stride: int, dilation: int,
     ho, wo = -(-h // stride), -(-w // stride)
     pad = dilation * (kernel - 1) // 2
     block_d = triton.next_power_of_2(d)
-    num_warps = 4 if block_d <= 32 else (2 if block_d <= 64 else 1)
-    block_p = 32 * num_warps
+    # 4 warps along the positions where up to 32 channels fit a thread; beyond, the warps split
+    # the channels too (32 per thread), so that nothing spills.
+    num_warps = 4
+    block_p = 128 if block_d <= 32 else max(32, 4096 // block_d)
     consts = dict(KERNEL=kernel, STRIDE=stride, DILATION=dilation, HAS_PE=pe is not None,
                   BLOCK_D=block_d, BLOCK_P=block_p, num_warps=num_warps)
     return _Launch(n, d, h, w, ho, wo, shared_strides(q, q, q), consts,
                    pad < h and pad < w)
+
+
+# Tiles of the halo kernels, tried in order: the first whose halo fits ``_MAX_HALO`` positions.
+_HALO_TILES = ((16, 4), (8, 8), (8, 4), (4, 4))
+_MAX_HALO = 512
+_HALO_STATE = {'failed': None}
+
+
+def _halo_consts(run: _Launch, q: torch.Tensor) -> Optional[dict]:
+    """Constexprs of the halo kernels for this call, or None where they do not apply (more than
+    32 channels a head, or no tile whose halo fits), or failed to compile before."""
+    if _HALO_STATE['failed'] is not None or run.d > 32:
+        return None
+    kernel, stride = run.consts['KERNEL'], run.consts['STRIDE']
+    pad = run.consts['DILATION'] * (kernel - 1) // 2
+    for block_x, block_y in _HALO_TILES:
+        block_x = min(block_x, triton.next_power_of_2(run.wo))
+        halo_x = (block_x - 1) * stride + 2 * pad + 1
+        halo_n = ((block_y - 1) * stride + 2 * pad + 1) * halo_x
+        if triton.next_power_of_2(halo_n) <= _MAX_HALO:
+            return dict(KERNEL=kernel, STRIDE=stride, DILATION=run.consts['DILATION'],
+                        HAS_PE=run.consts['HAS_PE'], ONE_BOUNCE=run.one_bounce,
+                        BLOCK_D=max(16, triton.next_power_of_2(run.d)), BLOCK_X=block_x,
+                        BLOCK_P=block_x * block_y, HALO_X=halo_x, HALO_N=halo_n,
+                        HALO=max(16, triton.next_power_of_2(halo_n)),
+                        IEEE=q.dtype == torch.float32)
+    return None
+
+
+def _launch_halo(kernel, grid, args, consts, num_warps: int) -> bool:
+    """Launches a halo kernel; a compilation failure (an older Triton, say) is reported once and
+    turns the halo kernels off, so the caller falls back to the gather kernels."""
+    try:
+        kernel[grid](*args, **consts, num_warps=num_warps)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        if _HALO_STATE['failed'] is None:
+            import warnings
+            warnings.warn(f'acmix_mm: the halo attention kernels failed ({exc!r}); using the '
+                          'gather kernels instead', RuntimeWarning)
+        _HALO_STATE['failed'] = repr(exc)
+        return False
 
 
 def _grid(rows: int, cols: int, block_x: int, block_p: int, slices: int):
@@ -378,13 +565,17 @@ def attention_mix_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if rate is None or addend.numel() != out.numel():
             raise ValueError('addend needs a rate and must have the size of the output')
         addend = addend.contiguous()
-    block_x = _block_x(run.wo, run.consts['BLOCK_P'])
+    args = (q, k, v, _pe_or_dummy(pe, q), addend if has_add else out, rate if has_add else out,
+            out, float(scale), *run.strides, run.n, run.d, run.h, run.w, run.ho, run.wo)
     with torch.cuda.device_of(q):
+        halo = _halo_consts(run, q)
+        if halo is not None and _launch_halo(
+                _fwd_halo_kernel, _grid(run.ho, run.wo, halo['BLOCK_X'], halo['BLOCK_P'],
+                                        b * run.n), args, dict(halo, HAS_ADD=has_add), 4):
+            return out
+        block_x = _block_x(run.wo, run.consts['BLOCK_P'])
         _fwd_kernel[_grid(run.ho, run.wo, block_x, run.consts['BLOCK_P'], b * run.n)](
-            q, k, v, _pe_or_dummy(pe, q), addend if has_add else out,
-            rate if has_add else out, out, float(scale), *run.strides, run.n, run.d, run.h,
-            run.w, run.ho, run.wo, ONE_BOUNCE=run.one_bounce, HAS_ADD=has_add,
-            BLOCK_X=block_x, **run.consts)
+            *args, ONE_BOUNCE=run.one_bounce, HAS_ADD=has_add, BLOCK_X=block_x, **run.consts)
     return out
 
 
@@ -441,6 +632,23 @@ def attention_mix_backward(
     common = (float(scale), *run.strides, *grad_strides, run.n, run.d, run.h, run.w, run.ho,
               run.wo)
     with torch.cuda.device_of(q):
+        halo = _halo_consts(run, q)
+        if halo is not None:
+            # key and value gradients are sums of atomic adds: float32 buffers, zeroed
+            sums = [g if g.dtype == torch.float32 else torch.zeros(g.shape, device=g.device)
+                    for g in grads[1:]]
+            for g in sums:
+                g.zero_()
+            args = (q, k, v, pe_arg, grad_out, rate_arg, grads[0], sums[0], sums[1], stats[1],
+                    float(scale), *run.strides, *shared_strides(grads[0], *sums), run.n,
+                    run.d, run.h, run.w, run.ho, run.wo)
+            grid = _grid(run.ho, run.wo, halo['BLOCK_X'], halo['BLOCK_P'], b * run.n)
+            if shared_strides(grads[0], *sums) is not None and _launch_halo(
+                    _bwd_halo_kernel, grid, args, dict(halo, HAS_RATE=has_rate), 8):
+                for g, acc in zip(grads[1:], sums):
+                    if g is not acc:
+                        g.copy_(acc)
+                return _finish_backward(grads, pe, rate, stats)
         block_x = _block_x(run.wo, block_p)
         _bwd_query_kernel[_grid(run.ho, run.wo, block_x, block_p, b * run.n)](
             q, k, v, pe_arg, grad_out, rate_arg, grads[0], stats[0], stats[1], *common,
@@ -449,8 +657,13 @@ def attention_mix_backward(
         _bwd_key_kernel[_grid(run.h, run.w, block_x, block_p, b * run.n)](
             q, k, v, pe_arg, grad_out, rate_arg, stats[0], stats[1], grads[1], grads[2],
             *common, HAS_RATE=has_rate, BLOCK_X=block_x, **run.consts)
+    return _finish_backward(grads, pe, rate, stats)
+
+
+def _finish_backward(grads, pe, rate, stats):
+    """``(grad_q, grad_k, grad_v, grad_pe, grad_rate)`` from the kernels' outputs."""
     grad_pe = None if pe is None else grads[1].sum((0, 1), dtype=torch.float32).neg().to(pe.dtype)
-    grad_rate = stats[1].sum().view(1).to(rate.dtype) if has_rate else None
+    grad_rate = None if rate is None else stats[1].sum().view(1).to(rate.dtype)
     return grads[0], grads[1], grads[2], grad_pe, grad_rate
 
 
