@@ -6,7 +6,12 @@ table (with ratios against the baseline measured in the same run) and a PNG char
 
     python tools/analysis_tools/benchmark_backbones.py --out docs/benchmarks \
         [--cases acmix-r50 r50 acmix-swin-t swin-t ...] [--infer-size 224] [--train-size 512]
-        [--device cpu|cuda] [--threads 2] [--repeat 5]
+        [--device cpu|cuda] [--amp] [--threads 2] [--repeat 5]
+
+With ``--device cuda``, ``--amp`` or ``--in-process`` every case is measured in this one process (see
+:func:`main_in_process`): each case and its baseline alternate step by step, the training step's
+peak memory is read from the CUDA allocator (no process of its own is needed), and ``--amp``
+runs under float16 autocast (bfloat16 on the CPU).
 """
 import argparse
 import json
@@ -14,6 +19,7 @@ import os
 import os.path as osp
 import sys
 import time
+import traceback
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
@@ -215,6 +221,123 @@ def plot(ratios, path):
     fig.savefig(path, dpi=100)
 
 
+def prepare_in_process(name, mode, size, device, batch, amp):
+    """Builds one case for :func:`main_in_process`: its result dict and step function (the
+    forward under autocast with ``amp``, the loss and backward outside it, the loss scaled as
+    a float16 GradScaler scales it)."""
+    import torch
+
+    from acmix_mm.utils.device_timing import autocast, dtype_name
+    model, fixed = build(name)
+    model.to(device)
+    in_ch = model.in_channels if fixed else 3
+    hw = fixed or size
+    x = torch.randn(batch, in_ch, hw, hw, device=device)
+    result = dict(name=name, mode=mode, size=hw, batch=batch, device=device,
+                  dtype=dtype_name(device, amp), gflops=None,
+                  params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+    if mode == 'infer':
+        model.eval()
+
+        @torch.no_grad()
+        def infer():
+            with autocast(device, amp):
+                model(x)
+        return result, infer
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    scaler = torch.amp.GradScaler(device) if amp and device == 'cuda' else None
+
+    def step():
+        with autocast(device, amp):
+            out = model(x)
+        loss = sum(o.float().mean() for o in (out if isinstance(out, (list, tuple)) else [out]))
+        (scaler.scale(loss) if scaler else loss).backward()
+        for p in params:
+            p.grad = None
+    return result, step
+
+
+def case_groups(names):
+    """``names`` grouped for timing: each case with its baseline where that is listed too (the
+    case first), every other case alone."""
+    paired_baselines = {CASES[n][0] for n in names if CASES[n][0] in names}
+    groups = []
+    for n in names:
+        if n not in paired_baselines:
+            groups.append([n] + ([CASES[n][0]] if CASES[n][0] in names else []))
+    return groups
+
+
+def measure_in_process(names, mode, size, device, repeat, batch, amp):
+    """Cases ``names`` in this process, steps alternating (:mod:`acmix_mm.utils.device_timing`);
+    the first gets ``baseline_seconds`` where there are two. Training also yields one ``memory``
+    record per case: the step's peak memory over the state before it."""
+    from acmix_mm.utils.device_timing import step_peak_mb, time_alternating
+    cases = [prepare_in_process(n, mode, size, device, batch, amp) for n in names]
+    seconds = time_alternating([step for _, step in cases], device, repeat)
+    results = []
+    for (result, step), t in zip(cases, seconds):
+        result.update(seconds=t, throughput=batch / t)
+        results.append(result)
+        if mode == 'train':
+            results.append(dict(result, mode='memory', peak_mb=step_peak_mb(step, device)))
+    if len(names) == 2:
+        results[0].update(baseline=names[1],
+                          baseline_seconds=results[1 if mode == 'infer' else 2]['seconds'])
+    return results
+
+
+def main_in_process(args, argv):
+    """``--device cuda`` / ``--amp`` / ``--in-process``: every case group measured in this process, one group
+    after the other; a group that fails (out of memory, a kernel error) is reported and the
+    others still run. Exits non-zero if any failed."""
+    import torch
+
+    from acmix_mm.utils.device_timing import describe, dtype_name, environment
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: torch.cuda.is_available() is False on this machine')
+    torch.manual_seed(0)
+    results, failures = [], []
+    for mode in ('infer', 'train'):
+        size = args.infer_size if mode == 'infer' else args.train_size
+        for names in case_groups(args.cases):
+            print(f'{mode} {" vs ".join(names)} ({dtype_name(args.device, args.amp)}, batch '
+                  f'{args.batch}, {size}x{size})', flush=True)
+            try:
+                results += measure_in_process(names, mode, size, args.device, args.repeat,
+                                              args.batch, args.amp)
+            except Exception as e:  # noqa: BLE001  (reported, the other groups go on)
+                traceback.print_exc()
+                failures.append(f'{mode} {"/".join(names)}: {type(e).__name__}: {e}')
+                print('FAILED', failures[-1], flush=True)
+            if args.device == 'cuda':
+                torch.cuda.empty_cache()
+    env = environment(args.device)
+    for r in results:
+        r['environment'] = env
+    timed = {r['name'] for r in results if r['mode'] == 'infer'}  # the table's rows need these
+    md, ratios = table([r for r in results if r['name'] in timed])
+    if failures:
+        md += '\n\nFailed: ' + '; '.join(failures)
+    print(md)
+    write_report(
+        args.out, 'tools/analysis_tools/benchmark_backbones.py',
+        argv if argv is not None else sys.argv[1:],
+        f'Machine: {describe(env)}. {dtype_name(args.device, args.amp)}, batch {args.batch}; '
+        f'inference at {args.infer_size}x{args.infer_size}, training step (forward + backward'
+        f'{", loss scaled" if args.amp and args.device == "cuda" else ""}) at '
+        f'{args.train_size}x{args.train_size}; layer cases at their ResNet-50 stage size. Each '
+        f'case and its baseline in one process, steps alternating, fastest of {args.repeat} '
+        f'after 2 warm-up steps each (CUDA events on a GPU). Peak memory: the training step\'s '
+        f'peak over the memory allocated before it (CUDA allocator; on the CPU the growth of '
+        f'the peak resident memory).', md, results)
+    if ratios:
+        plot(ratios, args.out + '.png')
+    print(f'wrote {args.out}.md, {args.out}.json' + (' and .png' if ratios else ''))
+    return 1 if failures else 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--worker', nargs=3, metavar=('CASE', 'MODE', 'SIZE'), help=argparse.SUPPRESS)
@@ -223,6 +346,11 @@ def main(argv=None):
     parser.add_argument('--infer-size', type=int, default=224)
     parser.add_argument('--train-size', type=int, default=512)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--amp', action='store_true',
+                        help='float16 autocast (bfloat16 on the CPU); measured in one process')
+    parser.add_argument('--in-process', action='store_true',
+                        help='measure every case in this process, as --device cuda does (on the '
+                        'CPU: to check that path; its peak memory over-counts)')
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
     parser.add_argument('--repeat', type=int, default=5,
                         help='timed runs per case (the fastest is reported)')
@@ -236,6 +364,8 @@ def main(argv=None):
         names = [name] + ([args.paired] if args.paired else [])
         print(json.dumps(measure(names, mode, int(size), args.device, args.repeat, args.batch)))
         return 0
+    if args.device == 'cuda' or args.amp or args.in_process:
+        return main_in_process(args, argv)
     try:
         from mmengine.utils import ProgressBar
     except ImportError:

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Everything issue 13 measures on a GPU, in one command (under 8 minutes on an H100/H200):
+#
+#   bash tools/analysis_tools/gpu_suite.sh [--dry-run] OUT_DIR
+#
+#   1. installs the wheelhouse .whl/ (tools/analysis_tools/make_gpu_wheelhouse.sh) into a site
+#      folder when the OpenMMLab stack is missing (a lent machine reaches no package registry);
+#   2. kernel checks and attention timings: tools/analysis_tools/gpu_check_kernels.py --out OUT_DIR;
+#   3. one ACmix layer against its three projections (batch 8, 64 ch 56x56 and 512 ch 7x7) and
+#      ACmix-R50 / R50, ACmix-Swin-T / Swin-T (batch 32 at 224): inference, training step and
+#      peak memory, float32 and float16 autocast (benchmark_backbones.py --device cuda [--amp]);
+#   4. one whole UperNet training iteration (512x512, batch 8), ACmix-Swin-T / Swin-T and
+#      ACmix-R50 / R50, float32 and AMP float16, losses checked finite (benchmark_segmentor.py);
+#      Mask R-CNN (800x1333, batch 2) only where mmcv's compiled ops are installed;
+#   5. OUT_DIR/results.md, results.json (every record, the machine, torch and Triton versions),
+#      benchmarks.png, training_iteration.png, suite.log (at most 3 more files: the kernel checks').
+#
+# Every step runs under its own timeout (and the suite's deadline), so one that fails or hangs
+# loses only its own numbers. --dry-run runs every step on the CPU at tiny sizes (the plumbing;
+# its numbers mean nothing). Environment variables:
+#   PYTHON            interpreter (default: .venv/bin/python if present, else python3)
+#   GPU_SUITE_LIMIT   the suite's deadline in seconds (default 450)
+#   GPU_SUITE_STEPS   steps to run, space-separated, of: kernels layers backbones upernet
+#                     mask_rcnn (default: all; the report is always written)
+#   ACMIX_GPU_SITE    where the wheelhouse is installed (default /tmp/acmix_gpu_site)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+DRY=0
+case "${1:-}" in
+  -h|--help) usage; exit 0;;
+  --dry-run) DRY=1; shift;;
+esac
+if [[ $# -ne 1 || "$1" == -* ]]; then
+  echo "gpu_suite.sh: expected [--dry-run] OUT_DIR, got: ${*:-nothing}" >&2; usage >&2; exit 2
+fi
+OUT="$1"
+mkdir -p "$OUT" || exit 2
+OUT="$(cd "$OUT" && pwd)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/acmix_gpu_suite.XXXX")"
+trap 'rm -rf "$WORK"' EXIT
+exec > >(tee -a "$OUT/suite.log") 2>&1
+export PYTHONUNBUFFERED=1
+START=$SECONDS
+LIMIT="${GPU_SUITE_LIMIT:-450}"
+STEPS=" ${GPU_SUITE_STEPS:-kernels layers backbones upernet mask_rcnn} "
+if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
+elif [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"
+else PY=python3; fi
+cd "$ROOT" || exit 2
+log() { printf '[gpu_suite %4ds] %s\n' "$((SECONDS - START))" "$*"; }
+
+# --- 1. the OpenMMLab stack -------------------------------------------------------------------
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PY" -c 'import mmengine, mmcv, mmdet, mmseg, mmpretrain' 2>/dev/null; then
+  SITE="${ACMIX_GPU_SITE:-/tmp/acmix_gpu_site}"
+  if ! ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
+    log "ERROR: the OpenMMLab stack does not import and there is no wheelhouse in .whl/"
+    log "       (build it with tools/analysis_tools/make_gpu_wheelhouse.sh and carry .whl)"
+    exit 3
+  fi
+  log "installing the wheelhouse .whl/ into $SITE"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$ROOT"/.whl/*.whl || { log "ERROR: the wheelhouse did not install"; exit 3; }
+  export PYTHONPATH="$ROOT:$SITE${PYTHONPATH#"$ROOT"}"
+  if [[ ! -e "$SITE/mmcv/_ext.py" ]] && ! "$PY" -c 'import mmcv._ext' 2>/dev/null; then
+    # mmdet and mmseg import mmcv.ops at import time; see the placeholder's docstring
+    cp tools/analysis_tools/mmcv_ext_placeholder.py "$SITE/mmcv/_ext.py"
+    log "mmcv without compiled ops (mmcv-lite): installed a placeholder mmcv._ext whose every"
+    log "function raises, so that mmdet and mmseg import; UperNet and the backbones use no mmcv op"
+  fi
+fi
+"$PY" - <<'PYEOF' || { log "ERROR: the stack does not import (above)"; exit 3; }
+import torch, mmengine, mmcv, mmdet, mmseg, mmpretrain, acmix_mm
+from acmix_mm.testing.train_iteration import mmcv_ops_available
+from acmix_mm.utils.device_timing import describe, environment
+print('[gpu_suite] ' + describe(environment('cuda' if torch.cuda.is_available() else 'cpu')))
+print(f'[gpu_suite] mmengine {mmengine.__version__}, mmcv {mmcv.__version__} (compiled ops: '
+      f'{"yes" if mmcv_ops_available() else "no"}), mmdet {mmdet.__version__}, mmseg '
+      f'{mmseg.__version__}, mmpretrain {mmpretrain.__version__}')
+PYEOF
+if [[ $DRY == 1 ]]; then
+  DEV=cpu
+  log "DRY RUN on the CPU, tiny sizes: checks the plumbing; the numbers mean nothing"
+else
+  DEV=cuda
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
+    --format=csv,noheader | sed 's/^/[gpu_suite] /'
+  "$PY" -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null \
+    || { log "ERROR: no CUDA device visible to torch (use --dry-run for the CPU)"; exit 3; }
+fi
+
+# --- steps, each under a timeout ----------------------------------------------------------------
+: > "$WORK/steps.tsv"
+# step NAME BUDGET_SECONDS COMMAND...: runs COMMAND under min(BUDGET, time left), records status
+step() {
+  local name="$1" budget="$2" left rc t0=$SECONDS
+  shift 2
+  left=$((LIMIT - (SECONDS - START)))
+  if [[ $left -lt 15 ]]; then
+    log "SKIPPED $name: the suite's deadline (${LIMIT}s) is reached"
+    printf '%s\tskipped\tdeadline reached\n' "$name" >> "$WORK/steps.tsv"; return
+  fi
+  [[ $budget -gt $left ]] && budget=$left
+  log "START $name (timeout ${budget}s): $*"
+  timeout -k 10 "$budget" "$@"
+  rc=$?
+  if [[ $rc == 0 ]]; then status=ok; elif [[ $rc == 124 || $rc == 137 ]]; then status=timeout
+  else status="failed (exit $rc)"; fi
+  log "END $name: $status after $((SECONDS - t0))s"
+  printf '%s\t%s\t%ss\n' "$name" "$status" "$((SECONDS - t0))" >> "$WORK/steps.tsv"
+}
+wants() { [[ "$STEPS" == *" $1 "* ]]; }
+note() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$WORK/steps.tsv"; log "$1: $2 ($3)"; }
+
+BB=(tools/analysis_tools/benchmark_backbones.py --device "$DEV")
+SEG=(tools/analysis_tools/benchmark_segmentor.py --device "$DEV")
+if [[ $DRY == 1 ]]; then
+  KERNEL_ARGS=(--dry-run)
+  # --in-process: the path --device cuda takes, on the CPU
+  LAYERS=(--cases qkv-1x1-512 acmix-layer-512 --batch 2 --repeat 2 --in-process)
+  BACKBONES=(--cases acmix-r50 r50 --batch 2 --infer-size 32 --train-size 32 --repeat 1
+             --in-process)
+  UPERNET=(--cases upernet_acmix-swin-t --batch 2 --size 32 32 --repeat 1 --warmup 0)
+  AMP_MODES=("")  # bfloat16 autocast on the CPU is slow: only the layers run it here
+else
+  KERNEL_ARGS=()
+  LAYERS=(--cases qkv-1x1-64 acmix-layer-64 qkv-1x1-512 acmix-layer-512 --batch 8 --repeat 30)
+  BACKBONES=(--cases acmix-r50 r50 acmix-swin-t swin-t --batch 32 --infer-size 224
+             --train-size 224 --repeat 10)
+  UPERNET=(--batch 8 --size 512 512 --repeat 3)
+  AMP_MODES=("" "--amp")
+fi
+
+if wants kernels; then
+  if [[ -f tools/analysis_tools/gpu_check_kernels.py ]]; then
+    step kernels 150 "$PY" tools/analysis_tools/gpu_check_kernels.py --out "$OUT" "${KERNEL_ARGS[@]}"
+  else
+    note kernels absent "tools/analysis_tools/gpu_check_kernels.py is not in this checkout"
+  fi
+fi
+for amp in "" "--amp"; do
+  tag=$([[ -n $amp ]] && echo amp || echo fp32)
+  wants layers && step "layers_$tag" 60 "$PY" "${BB[@]}" "${LAYERS[@]}" $amp \
+    --out "$WORK/layers_$tag"
+done
+for amp in "${AMP_MODES[@]}"; do
+  tag=$([[ -n $amp ]] && echo amp || echo fp32)
+  wants backbones && step "backbones_$tag" 100 "$PY" "${BB[@]}" "${BACKBONES[@]}" $amp \
+    --out "$WORK/backbones_$tag"
+done
+for amp in "${AMP_MODES[@]}"; do
+  tag=$([[ -n $amp ]] && echo amp || echo fp32)
+  wants upernet && step "upernet_$tag" 120 "$PY" "${SEG[@]}" "${UPERNET[@]}" $amp \
+    --out "$WORK/upernet_$tag"
+done
+if wants mask_rcnn; then
+  if "$PY" -c 'from acmix_mm.testing.train_iteration import mmcv_ops_available as a; exit(not a())'
+  then
+    if [[ $DRY == 1 ]]; then
+      note mask_rcnn skipped "dry run: Mask R-CNN needs no plumbing beyond UperNet's"
+    else
+      for amp in "" "--amp"; do
+        tag=$([[ -n $amp ]] && echo amp || echo fp32)
+        step "mask_rcnn_$tag" 120 "$PY" tools/analysis_tools/benchmark_detector.py --device cuda \
+          $amp --repeat 3 --out "$WORK/mask_rcnn_$tag"
+      done
+    fi
+  else
+    note mask_rcnn "not run" "mmcv's compiled ops (RoIAlign, nms) are not installed here: mmcv \
+is mmcv-lite, built without them; Mask R-CNN needs them"
+  fi
+fi
+
+# --- 5. the report ------------------------------------------------------------------------------
+"$PY" tools/analysis_tools/gpu_suite_report.py --work "$WORK" --out "$OUT" \
+  --elapsed "$((SECONDS - START))" $([[ $DRY == 1 ]] && echo --dry-run) \
+  || { log "ERROR: the report failed (above)"; exit 1; }
+log "done in $((SECONDS - START))s; files in $OUT:"
+ls -la "$OUT"
+if grep -qE "	(failed|timeout)" "$WORK/steps.tsv"; then
+  log "some steps failed or timed out (see results.md)"
+  exit 1
+fi
