@@ -125,7 +125,7 @@ if [[ $DRY == 1 ]]; then
   UPERNET=(--cases upernet_acmix-swin-t --batch 2 --size 32 32 --repeat 1 --warmup 0)
   AMP_MODES=("")  # bfloat16 autocast on the CPU is slow: only the layers run it here
 else
-  KERNEL_ARGS=()
+  KERNEL_ARGS=(--quick)
   LAYERS=(--cases qkv-1x1-64 acmix-layer-64 qkv-1x1-512 acmix-layer-512 --batch 8 --repeat 30)
   BACKBONES=(--cases acmix-r50 r50 acmix-swin-t swin-t --batch 32 --infer-size 224
              --train-size 224 --repeat 10)
@@ -135,7 +135,7 @@ fi
 
 if wants kernels; then
   if [[ -f tools/analysis_tools/gpu_check_kernels.py ]]; then
-    step kernels 150 "$PY" tools/analysis_tools/gpu_check_kernels.py --out "$OUT" "${KERNEL_ARGS[@]}"
+    step kernels 170 "$PY" tools/analysis_tools/gpu_check_kernels.py --out "$OUT" "${KERNEL_ARGS[@]}"
   else
     note kernels absent "tools/analysis_tools/gpu_check_kernels.py is not in this checkout"
   fi
