@@ -150,7 +150,9 @@ for amp in "${AMP_MODES[@]}"; do
   wants backbones && step "backbones_$tag" 100 "$PY" "${BB[@]}" "${BACKBONES[@]}" $amp \
     --out "$WORK/backbones_$tag"
 done
-for amp in "${AMP_MODES[@]}"; do
+# AMP first: "finite losses under AMP" is the check that must not be cut by the deadline
+for ((i = ${#AMP_MODES[@]} - 1; i >= 0; i--)); do
+  amp="${AMP_MODES[$i]}"
   tag=$([[ -n $amp ]] && echo amp || echo fp32)
   wants upernet && step "upernet_$tag" 120 "$PY" "${SEG[@]}" "${UPERNET[@]}" $amp \
     --out "$WORK/upernet_$tag"
