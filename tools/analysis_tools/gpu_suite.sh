@@ -64,6 +64,16 @@ if ! "$PY" -c 'import mmengine, mmcv, mmdet, mmseg, mmpretrain' 2>/dev/null; the
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$ROOT"/.whl/*.whl || { log "ERROR: the wheelhouse did not install"; exit 3; }
   export PYTHONPATH="$ROOT:$SITE${PYTHONPATH#"$ROOT"}"
+  if "$PY" -c 'import sys, transformers; sys.exit(int(transformers.__version__.split(".")[0]) < 5)' \
+      2>/dev/null; then
+    # mmpretrain 1.2.0 imports its multimodal models when transformers >= 4.28 is installed, and
+    # they fail to import with transformers 5; a version-0 record in this site folder (first on
+    # the path) makes mmpretrain's check skip them. transformers itself is untouched.
+    mkdir -p "$SITE/transformers-0.0.0.dist-info"
+    printf 'Metadata-Version: 2.1\nName: transformers\nVersion: 0.0.0\n' \
+      > "$SITE/transformers-0.0.0.dist-info/METADATA"
+    log "transformers >= 5 here: mmpretrain's multimodal models (which need < 5) are skipped"
+  fi
   if [[ ! -e "$SITE/mmcv/_ext.py" ]] && ! "$PY" -c 'import mmcv._ext' 2>/dev/null; then
     # mmdet and mmseg import mmcv.ops at import time; see the placeholder's docstring
     cp tools/analysis_tools/mmcv_ext_placeholder.py "$SITE/mmcv/_ext.py"
