@@ -35,7 +35,7 @@ LOG2E = 1.4426950408889634
 # Shapes and strides vary from layer to layer: compiling a variant for each divisibility of them
 # would multiply the compilations for no speed (the window's loads are gathers anyway).
 _SIZES = ['s_b', 's_n', 's_c', 'N', 'D', 'H', 'W', 'HO', 'WO']
-_GRAD_SIZES = _SIZES + ['gs_b', 'gs_n', 'gs_c']
+_GRAD_SIZES = _SIZES + ['gs_b', 'gs_n', 'gs_c', 'as_b', 'as_n', 'as_c']
 
 if TRITON_AVAILABLE:
 
@@ -124,7 +124,8 @@ if TRITON_AVAILABLE:
 
     @triton.jit(do_not_specialize=_GRAD_SIZES)
     def _bwd_query_kernel(q_ptr, k_ptr, v_ptr, pe_ptr, g_ptr, rate_ptr, gq_ptr, lse_ptr,
-                          delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, N, D, H, W, HO, WO,
+                          delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, as_b, as_n, as_c,
+                         N, D, H, W, HO, WO,
                           KERNEL: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
                           ONE_BOUNCE: tl.constexpr, HAS_PE: tl.constexpr,
                           HAS_RATE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_X: tl.constexpr,
@@ -374,7 +375,8 @@ if TRITON_AVAILABLE:
 
     @triton.jit(do_not_specialize=_GRAD_SIZES)
     def _bwd_halo_kernel(q_ptr, k_ptr, v_ptr, pe_ptr, g_ptr, rate_ptr, gq_ptr, gk_ptr, gv_ptr,
-                         delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, N, D, H, W, HO, WO,
+                         delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, as_b, as_n, as_c,
+                         N, D, H, W, HO, WO,
                          KERNEL: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
                          ONE_BOUNCE: tl.constexpr, HAS_PE: tl.constexpr, HAS_RATE: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -411,14 +413,13 @@ if TRITON_AVAILABLE:
             grad_q = tl.dot(d_logits, key)
             grad_k = tl.dot(tl.trans(d_logits), q)
             grad_v = tl.dot(tl.trans(probs), g)
-        g_base = _slice_base(N, gs_b, gs_n)
         g_chan = c[None, :].to(tl.int64) * gs_c
-        tl.store(gq_ptr + g_base + g_chan + (yo * STRIDE * W + xo * STRIDE)[:, None],
+        tl.store(gq_ptr + _slice_base(N, gs_b, gs_n) + g_chan
+                 + (yo * STRIDE * W + xo * STRIDE)[:, None],
                  (grad_q * factor).to(gq_ptr.dtype.element_ty), mask=qmask)
-        tl.atomic_add(gk_ptr + g_base + g_chan + pos_h[:, None], grad_k * factor, mask=kvmask,
-                      sem='relaxed')
-        tl.atomic_add(gv_ptr + g_base + g_chan + pos_h[:, None], grad_v * rate, mask=kvmask,
-                      sem='relaxed')
+        acc_off = _slice_base(N, as_b, as_n) + c[None, :].to(tl.int64) * as_c + pos_h[:, None]
+        tl.atomic_add(gk_ptr + acc_off, grad_k * factor, mask=kvmask, sem='relaxed')
+        tl.atomic_add(gv_ptr + acc_off, grad_v * rate, mask=kvmask, sem='relaxed')
         tl.store(delta_ptr + bn * (HO * WO) + yo * WO + xo, delta, mask=pmask)
 
 
@@ -481,7 +482,9 @@ def _launch(q: torch.Tensor, kernel: int, stride: int, dilation: int,
 
 # Tiles of the halo kernels, tried in order: the first whose halo fits ``_MAX_HALO`` positions.
 _HALO_TILES = ((16, 4), (8, 8), (8, 4), (4, 4))
-_MAX_HALO = 512
+# 256: logits of 64 queries x 256 halo positions stay in registers (512 spilled and took minutes
+# to compile on an H100 with Triton 3.6).
+_MAX_HALO = 256
 _HALO_STATE = {'failed': None}
 
 
@@ -639,11 +642,12 @@ def attention_mix_backward(
                     for g in grads[1:]]
             for g in sums:
                 g.zero_()
+            sum_strides = shared_strides(*sums)
             args = (q, k, v, pe_arg, grad_out, rate_arg, grads[0], sums[0], sums[1], stats[1],
-                    float(scale), *run.strides, *shared_strides(grads[0], *sums), run.n,
-                    run.d, run.h, run.w, run.ho, run.wo)
+                    float(scale), *run.strides, *grad_strides, *(sum_strides or (0, 0, 0)),
+                    run.n, run.d, run.h, run.w, run.ho, run.wo)
             grid = _grid(run.ho, run.wo, halo['BLOCK_X'], halo['BLOCK_P'], b * run.n)
-            if shared_strides(grads[0], *sums) is not None and _launch_halo(
+            if sum_strides is not None and _launch_halo(
                     _bwd_halo_kernel, grid, args, dict(halo, HAS_RATE=has_rate), 8):
                 for g, acc in zip(grads[1:], sums):
                     if g is not acc:
