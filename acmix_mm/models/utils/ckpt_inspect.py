@@ -144,10 +144,12 @@ def describe_checkpoint(checkpoint: dict,
                          f'paper); the configs expect it at {release.expected_path}: '
                          + '; '.join(release.configs))
         if arch.layout == 'reference':
-            lines.append('use: as it is as a backbone init_cfg checkpoint (ACmixSwinTransformer '
-                         'with convert_weights=True, or ACmixResNet), or converted with '
-                         '`python tools/model_converters/acmix2mm.py FILE DST` as load_from of '
-                         'the configs/mmpretrain classifier')
+            backbone = ("ACmixSwinTransformer(convert_weights=True, init_cfg=dict(type="
+                        "'Pretrained', checkpoint=FILE))" if arch.variant == 'swin' else
+                        "ACmixResNet(init_cfg=dict(type='Pretrained', checkpoint=FILE))")
+            lines.append(f'use: as it is by {backbone}; converted by `python '
+                         'tools/model_converters/acmix2mm.py FILE DST` as load_from of the '
+                         'configs/mmpretrain classifier')
     lines.append('keys:')
     width = max((len(k) for k in state), default=0)
     lines += [f'  {k:<{width}}  {tuple(v.shape)}  {str(v.dtype).replace("torch.", "")}'

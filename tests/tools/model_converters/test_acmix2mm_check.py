@@ -43,8 +43,9 @@ def test_check_reports_the_released_swin_tiny_and_writes_nothing(tmp_path):
             in out.stdout)
     assert 'checkpoints/acmix_swin_tiny_patch4_window7_224.pth' in out.stdout
     assert 'max_accuracy (float)' in out.stdout
+    assert "use: as it is by ACmixSwinTransformer(convert_weights=True" in out.stdout
     lines = out.stdout.splitlines()
-    assert f'{len(sd)} tensors' in out.stdout  # every tensor, stored buffers included
+    assert f'tensors: {len(sd)},' in out.stdout  # every tensor, stored buffers included
     qkv = next(ln for ln in lines if ln.split()[:1] == ['layers.2.blocks.5.attn.qkv.weight'])
     assert qkv.split(None, 1)[1].strip() == '(1152, 384)  float32'
 
