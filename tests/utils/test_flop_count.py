@@ -91,6 +91,7 @@ def _input_shapes(model, kind, x):
     return shapes
 
 
+@pytest.mark.slow
 def test_acmix_resnet50_counts_resnet50_with_acmix_for_its_3x3_convs():
     """ACmix-ResNet-50 = mmseg's ResNet-50 (every operator standard) - its bottlenecks' 3x3 convs
     + the ACmix layers that replace them."""
@@ -108,6 +109,7 @@ def test_acmix_resnet50_counts_resnet50_with_acmix_for_its_3x3_convs():
         assert flops(acmix, x) == expected
 
 
+@pytest.mark.slow
 def test_acmix_swin_counts_swin_with_the_conv_path_added():
     """ACmix-Swin = mmdet's Swin (every operator standard, same attention products) + each
     block's conv path: fc (3C -> 9 per position) and dep_conv (C outputs, 9 inputs, 3x3)."""

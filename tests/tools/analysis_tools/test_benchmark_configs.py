@@ -48,6 +48,7 @@ def build(config):
     return MODELS.build(Config.fromfile(config).model)
 
 
+@pytest.mark.slow  # three fresh interpreters
 def test_two_tiny_configs_side_by_side(tmp_path):
     configs = tiny_configs(tmp_path)
     out = subprocess.run([sys.executable, TOOL, *configs, '--parts', 'model', '--size', '32', '48',
