@@ -3,9 +3,11 @@ mmengine's analysis tools, next to the paper's figures. Writes a markdown table 
 
     .venv/bin/python tools/analysis_tools/model_table.py --out docs/model_table
 
-mmengine's FlopAnalyzer counts one multiply-add as one FLOP (the papers' convention), with the
-handles of :mod:`acmix_mm.utils.flop_count` for the operators it does not know (the Swin windows'
-attention, the ResNet variant's fused projections and its sliding-window attention).
+FLOPs are mmengine's standard ``get_model_complexity_info`` (what the get_flops tools of mmdet,
+mmseg and mmpretrain report): one multiply-add is one FLOP (the papers' convention), and
+``import acmix_mm`` has registered the handles of :mod:`acmix_mm.utils.flop_count` for the
+operators mmengine does not know (the ResNet variant's fused projections and sliding-window
+attention, the Swin windows' biased logits).
 """
 import argparse
 import os
@@ -23,14 +25,15 @@ MODELS = [  # (name, config, paper params M, paper FLOPs G, paper top-1)
 
 
 def count(config: str, size: int = 224):
-    from mmengine.analysis import parameter_count
+    from mmengine.analysis import get_model_complexity_info
     from mmengine.config import Config
     from mmpretrain.registry import MODELS as REGISTRY
     model = REGISTRY.build(Config.fromfile(os.path.join(ROOT, 'configs/mmpretrain', config)).model)
     model.eval()
-    from acmix_mm.utils.flop_count import acmix_flop_analyzer
-    analyzer = acmix_flop_analyzer(model, (torch.randn(1, 3, size, size), ))
-    return parameter_count(model)[''] / 1e6, analyzer.total() / 1e9
+    with torch.no_grad():
+        info = get_model_complexity_info(model, inputs=(torch.randn(1, 3, size, size), ),
+                                         show_table=False, show_arch=False)
+    return info['params'] / 1e6, info['flops'] / 1e9
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,11 @@ The result holds ``backbone.*`` and ``head.fc.*`` keys: it loads as ``load_from`
 The source is read without executing pickled code (config objects become placeholders).
 
     python tools/model_converters/acmix2mm.py acmix_swin_tiny.pth acmix-swin-t_in1k_mm.pth
+    python tools/model_converters/acmix2mm.py --check acmix_swin_tiny.pth   # writes nothing
+
+``--check FILE`` prints what a checkpoint holds (its entries, every key's shape, the layout and
+the ACmix architecture its shapes match, where the configs expect it) and exits with status 1 if
+it matches no ACmix architecture.
 """
 import argparse
 import os
@@ -19,9 +24,27 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='reference checkpoint ({"model": state_dict, ...} or a '
                         'state dict, DataParallel prefixes allowed)')
-    parser.add_argument('dst', help='where to write the converted checkpoint')
+    parser.add_argument('dst', nargs='?', help='where to write the converted checkpoint')
     parser.add_argument('--force', action='store_true', help='overwrite an existing DST')
-    return parser.parse_args(argv)
+    parser.add_argument('--check', action='store_true',
+                        help='print what SRC holds (keys, shapes, the architecture it matches) '
+                        'and write nothing')
+    args = parser.parse_args(argv)
+    if args.check and args.dst is not None:
+        parser.error('--check writes nothing: give SRC only, without DST')
+    if not args.check and args.dst is None:
+        parser.error('DST is required (or pass --check to inspect SRC)')
+    return args
+
+
+def check(src: str) -> int:
+    """Prints what ``src`` holds; 0 if it is an ACmix checkpoint, 1 if not."""
+    from acmix_mm.models.utils import extract_state_dict, read_checkpoint
+    from acmix_mm.models.utils.ckpt_inspect import describe_checkpoint
+    checkpoint = read_checkpoint(src)
+    lines, arch = describe_checkpoint(checkpoint, extract_state_dict(checkpoint))
+    print('\n'.join([f'{src}:'] + lines))
+    return 0 if arch else 1
 
 
 def main(argv=None) -> int:
@@ -30,6 +53,8 @@ def main(argv=None) -> int:
                                        read_checkpoint)
     if not os.path.isfile(args.src):
         sys.exit(f'error: SRC {args.src!r} is not a file')
+    if args.check:
+        return check(args.src)
     if os.path.exists(args.dst) and not args.force:
         sys.exit(f'error: DST {args.dst!r} exists; pass --force to overwrite it')
     state = extract_state_dict(read_checkpoint(args.src))

@@ -7,6 +7,6 @@ import sys
 from .cpu_extension import load_cpu_extension
 
 if __name__ == '__main__':
-    module = load_cpu_extension()
+    module = load_cpu_extension(verbose=True)  # shows the compiler's output
     print(f'acmix_mm C++ CPU kernel: {module.__file__ if module else "NOT available"}')
     sys.exit(0 if module else 1)

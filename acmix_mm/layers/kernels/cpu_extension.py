@@ -6,9 +6,9 @@ shared by machines with different CPUs never runs instructions a machine lacks.
 """
 import functools
 import hashlib
-import logging
 import os.path as osp
 import platform
+import warnings
 from types import ModuleType
 from typing import List, Optional
 
@@ -16,7 +16,6 @@ _DIR = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_DIR, name)
             for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp')]
 _HEADERS = [osp.join(_DIR, 'cpu_vectors.h')]
-logger = logging.getLogger(__name__)
 
 
 def _cpu_flags() -> set:
@@ -58,6 +57,15 @@ def load_cpu_extension(verbose: bool = False) -> Optional[ModuleType]:
                     extra_cflags=['-O3', '-ffp-contract=fast', '-fno-trapping-math', '-fopenmp'] +
                     isa, extra_ldflags=['-fopenmp'], verbose=verbose)
     except Exception as exc:  # no compiler, no ninja, a failed build: the fallback takes over
-        logger.warning('acmix_mm: the C++ CPU kernel is unavailable (%s); using the PyTorch '
-                       'fallback', exc)
+        warnings.warn(kernels_unavailable_message(exc), RuntimeWarning, stacklevel=2)
         return None
+
+
+def kernels_unavailable_message(exc: BaseException) -> str:
+    """The one-time warning where the C++ kernels cannot be built: the cause and the fix."""
+    cause = (str(exc).strip().splitlines() or [''])[0][:300]
+    return (f'acmix_mm: the C++ CPU kernels could not be built ({type(exc).__name__}: {cause}), '
+            'so every ACmix layer on the CPU runs the much slower PyTorch fallback. Fix: install '
+            'a C++ compiler with OpenMP (e.g. `apt-get install g++`) and `pip install ninja`, then '
+            'build them with `python -m acmix_mm.layers.kernels.build` (it shows the compiler '
+            'output). ACMIX_MM_KERNEL=python selects the fallback without trying to build.')
