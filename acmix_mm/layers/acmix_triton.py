@@ -20,7 +20,6 @@ from typing import NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .kernels.sliding_window_triton import attention_mix_backward, attention_mix_forward
 
 try:
     _custom_fwd = torch.amp.custom_fwd(device_type='cuda')
@@ -104,6 +103,7 @@ class _ACmixStage(torch.autograd.Function):
     @staticmethod
     @_custom_fwd
     def forward(ctx, x, w_qkv, b_qkv, pe, w_conv, b_conv, bias_map, rate1, cfg: StageConfig):
+        from .kernels.sliding_window_triton import attention_mix_forward  # imports triton
         qkv = F.conv2d(x, w_qkv, b_qkv)
         conv = F.conv2d(qkv, w_conv, b_conv, cfg.stride, cfg.padding, cfg.dilation,
                         cfg.head_dim)
@@ -120,6 +120,7 @@ class _ACmixStage(torch.autograd.Function):
     @staticmethod
     @_custom_bwd
     def backward(ctx, grad):
+        from .kernels.sliding_window_triton import attention_mix_backward
         x, w_qkv, b_qkv, pe, w_conv, rate1 = ctx.saved_tensors
         cfg = ctx.cfg
         needs = ctx.needs_input_grad
