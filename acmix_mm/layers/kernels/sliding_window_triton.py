@@ -35,7 +35,8 @@ LOG2E = 1.4426950408889634
 # Shapes and strides vary from layer to layer: compiling a variant for each divisibility of them
 # would multiply the compilations for no speed (the window's loads are gathers anyway).
 _SIZES = ['s_b', 's_n', 's_c', 'N', 'D', 'H', 'W', 'HO', 'WO']
-_GRAD_SIZES = _SIZES + ['gs_b', 'gs_n', 'gs_c', 'as_b', 'as_n', 'as_c']
+_GRAD_SIZES = _SIZES + ['gs_b', 'gs_n', 'gs_c']
+_HALO_GRAD_SIZES = _GRAD_SIZES + ['as_b', 'as_n', 'as_c']
 
 if TRITON_AVAILABLE:
 
@@ -124,8 +125,7 @@ if TRITON_AVAILABLE:
 
     @triton.jit(do_not_specialize=_GRAD_SIZES)
     def _bwd_query_kernel(q_ptr, k_ptr, v_ptr, pe_ptr, g_ptr, rate_ptr, gq_ptr, lse_ptr,
-                          delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, as_b, as_n, as_c,
-                         N, D, H, W, HO, WO,
+                          delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, N, D, H, W, HO, WO,
                           KERNEL: tl.constexpr, STRIDE: tl.constexpr, DILATION: tl.constexpr,
                           ONE_BOUNCE: tl.constexpr, HAS_PE: tl.constexpr,
                           HAS_RATE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_X: tl.constexpr,
@@ -373,7 +373,7 @@ if TRITON_AVAILABLE:
                 + tl.load(add_ptr + out_off, mask=qmask, other=0.).to(tl.float32)
         tl.store(out_ptr + out_off, out.to(out_ptr.dtype.element_ty), mask=qmask)
 
-    @triton.jit(do_not_specialize=_GRAD_SIZES)
+    @triton.jit(do_not_specialize=_HALO_GRAD_SIZES)
     def _bwd_halo_kernel(q_ptr, k_ptr, v_ptr, pe_ptr, g_ptr, rate_ptr, gq_ptr, gk_ptr, gv_ptr,
                          delta_ptr, scale, s_b, s_n, s_c, gs_b, gs_n, gs_c, as_b, as_n, as_c,
                          N, D, H, W, HO, WO,
