@@ -74,6 +74,17 @@ if TRITON_AVAILABLE:
         return (bn // N).to(tl.int64) * s_b + (bn % N).to(tl.int64) * s_n
 
     @triton.jit
+    def _query_tile(N, D, H, W, HO, WO, s_b, s_n, s_c, BLOCK_D: tl.constexpr,
+                    BLOCK_X: tl.constexpr, BLOCK_P: tl.constexpr):
+        """The gather kernels' tile of queries, ``[channels, positions]``: output coordinates and
+        mask, channel indices and mask, the slice's offset, and channel offsets in q/k/v and pe."""
+        yo, xo, pmask = _tile(HO, WO, BLOCK_X, BLOCK_P)
+        c = tl.arange(0, BLOCK_D)
+        mask = (c < D)[:, None] & pmask[None, :]
+        return (yo, xo, pmask, c, mask, _slice_base(N, s_b, s_n), c[:, None].to(tl.int64) * s_c,
+                c[:, None] * (H * W))
+
+    @triton.jit
     def _key(k_ptr, pe_ptr, k_base, chan, pe_chan, pos, mask, HAS_PE: tl.constexpr):
         """``k - pe`` at the flat positions ``pos``, in float32."""
         key = tl.load(k_ptr + k_base + chan + pos[None, :], mask=mask, other=0.).to(tl.float32)
@@ -88,12 +99,8 @@ if TRITON_AVAILABLE:
                     ONE_BOUNCE: tl.constexpr, HAS_PE: tl.constexpr, HAS_ADD: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_X: tl.constexpr, BLOCK_P: tl.constexpr):
         PAD: tl.constexpr = DILATION * (KERNEL - 1) // 2
-        yo, xo, pmask = _tile(HO, WO, BLOCK_X, BLOCK_P)
-        c = tl.arange(0, BLOCK_D)
-        mask = (c < D)[:, None] & pmask[None, :]
-        base = _slice_base(N, s_b, s_n)
-        chan = c[:, None].to(tl.int64) * s_c
-        pe_chan = c[:, None] * (H * W)
+        yo, xo, pmask, c, mask, base, chan, pe_chan = _query_tile(
+            N, D, H, W, HO, WO, s_b, s_n, s_c, BLOCK_D, BLOCK_X, BLOCK_P)
         yq, xq = yo * STRIDE, xo * STRIDE
 
         q = tl.load(q_ptr + base + chan + (yq * W + xq)[None, :], mask=mask, other=0.)
@@ -132,12 +139,8 @@ if TRITON_AVAILABLE:
                           BLOCK_P: tl.constexpr):
         """``grad_q``, and ``lse`` (log2 units) and ``delta = g . out`` of every query."""
         PAD: tl.constexpr = DILATION * (KERNEL - 1) // 2
-        yo, xo, pmask = _tile(HO, WO, BLOCK_X, BLOCK_P)
-        c = tl.arange(0, BLOCK_D)
-        mask = (c < D)[:, None] & pmask[None, :]
-        base = _slice_base(N, s_b, s_n)
-        chan = c[:, None].to(tl.int64) * s_c
-        pe_chan = c[:, None] * (H * W)
+        yo, xo, pmask, c, mask, base, chan, pe_chan = _query_tile(
+            N, D, H, W, HO, WO, s_b, s_n, s_c, BLOCK_D, BLOCK_X, BLOCK_P)
         yq, xq = yo * STRIDE, xo * STRIDE
         bn = tl.program_id(1).to(tl.int64)
         qp = yo * WO + xo
