@@ -100,7 +100,8 @@ step() {
   left=$((LIMIT - (SECONDS - START)))
   if [[ $left -lt 15 ]]; then
     log "SKIPPED $name: the suite's deadline (${LIMIT}s) is reached"
-    printf '%s\tskipped\tdeadline reached\n' "$name" >> "$WORK/steps.tsv"; return
+    printf '%s\tskipped (deadline)\tthe suite ran out of time (GPU_SUITE_LIMIT=%s)\n' "$name" \
+      "$LIMIT" >> "$WORK/steps.tsv"; return
   fi
   [[ $budget -gt $left ]] && budget=$left
   log "START $name (timeout ${budget}s): $*"
@@ -179,7 +180,7 @@ fi
   || { log "ERROR: the report failed (above)"; exit 1; }
 log "done in $((SECONDS - START))s; files in $OUT:"
 ls -la "$OUT"
-if grep -qE "	(failed|timeout)" "$WORK/steps.tsv"; then
-  log "some steps failed or timed out (see results.md)"
+if grep -qE "	(failed|timeout|skipped \(deadline)" "$WORK/steps.tsv"; then
+  log "some steps failed, timed out or found no time left (see results.md)"
   exit 1
 fi
