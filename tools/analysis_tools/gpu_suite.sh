@@ -22,11 +22,13 @@
 #   GPU_SUITE_LIMIT   the suite's deadline in seconds (default 450)
 #   GPU_SUITE_STEPS   steps to run, space-separated, of: kernels layers backbones upernet
 #                     mask_rcnn (default: all; the report is always written)
+#   GPU_SUITE_WHEELS  the wheelhouse (default: .whl in the repository root)
 #   ACMIX_GPU_SITE    where the wheelhouse is installed (default /tmp/acmix_gpu_site)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# the comment block at the top of this file
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 DRY=0
 case "${1:-}" in
   -h|--help) usage; exit 0;;
@@ -55,14 +57,15 @@ log() { printf '[gpu_suite %4ds] %s\n' "$((SECONDS - START))" "$*"; }
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PY" -c 'import mmengine, mmcv, mmdet, mmseg, mmpretrain' 2>/dev/null; then
   SITE="${ACMIX_GPU_SITE:-/tmp/acmix_gpu_site}"
-  if ! ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
-    log "ERROR: the OpenMMLab stack does not import and there is no wheelhouse in .whl/"
+  WHEELS="${GPU_SUITE_WHEELS:-$ROOT/.whl}"
+  if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+    log "ERROR: the OpenMMLab stack does not import and there is no wheelhouse in $WHEELS"
     log "       (build it with tools/analysis_tools/make_gpu_wheelhouse.sh and carry .whl)"
     exit 3
   fi
-  log "installing the wheelhouse .whl/ into $SITE"
+  log "installing the wheelhouse $WHEELS into $SITE"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "$ROOT"/.whl/*.whl || { log "ERROR: the wheelhouse did not install"; exit 3; }
+    --target "$SITE" "$WHEELS"/*.whl || { log "ERROR: the wheelhouse did not install"; exit 3; }
   export PYTHONPATH="$ROOT:$SITE${PYTHONPATH#"$ROOT"}"
   if [[ ! -e "$SITE/mmcv/_ext.py" ]] && ! "$PY" -c 'import mmcv._ext' 2>/dev/null; then
     # mmdet and mmseg import mmcv.ops at import time; see the placeholder's docstring

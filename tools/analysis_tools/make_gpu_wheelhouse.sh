@@ -27,8 +27,9 @@ log() { printf '[wheelhouse] %s\n' "$*"; }
 die() { printf '[wheelhouse] ERROR: %s\n' "$*" >&2; exit 1; }
 
 case "${1:-}" in -h|--help)
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0;; esac
 [[ $# -le 1 ]] || die "usage: make_gpu_wheelhouse.sh [DIR] (got $# arguments: $*)"
+[[ "${1:-}" != -* ]] || die "unknown option '$1' (usage: make_gpu_wheelhouse.sh [DIR])"
 [[ -x "$PY" ]] || die "no interpreter at '$PY': run 'make setup' first or set PYTHON"
 
 # Pure-Python packages (any Python) and compiled ones for the target's CPython. Each package's
