@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 import subprocess
@@ -6,16 +5,9 @@ import sys
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+from . import ROOT, load_tool
+
 SUITE = os.path.join(ROOT, 'tools/analysis_tools/gpu_suite.sh')
-
-
-def load_report_tool():
-    spec = importlib.util.spec_from_file_location(
-        'gpu_suite_report', os.path.join(ROOT, 'tools/analysis_tools/gpu_suite_report.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_suite(args, **env):
@@ -76,7 +68,8 @@ def test_report_keeps_the_steps_that_ran_beside_one_that_timed_out(tmp_path):
                     baseline_seconds=1.0, baseline='qkv-1x1-64'),
                dict(name='qkv-1x1-64', mode='infer', device='cuda', batch=8, seconds=1.0)]
     (work / 'layers_fp32.json').write_text(json.dumps(records))
-    assert load_report_tool().main(['--work', str(work), '--out', str(out)]) == 0
+    report = load_tool('gpu_suite_report', 'tools/analysis_tools/gpu_suite_report.py')
+    assert report.main(['--work', str(work), '--out', str(out)]) == 0
     md = (out / 'results.md').read_text()
     assert '| backbones_fp32 | timeout | 100s |' in md and '| acmix-layer-64 | qkv-1x1-64 |' in md
     saved = json.load(open(out / 'results.json'))

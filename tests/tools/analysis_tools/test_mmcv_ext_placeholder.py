@@ -1,20 +1,14 @@
-import importlib.util
-import os
 import sys
 
 import pytest
 
 from acmix_mm.testing.train_iteration import mmcv_ops_available
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+from . import load_tool
 
 
 def load_placeholder():
-    spec = importlib.util.spec_from_file_location(
-        'mmcv._ext', os.path.join(ROOT, 'tools/analysis_tools/mmcv_ext_placeholder.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('mmcv._ext', 'tools/analysis_tools/mmcv_ext_placeholder.py')
 
 
 def test_every_compiled_function_exists_and_raises_naming_itself():
