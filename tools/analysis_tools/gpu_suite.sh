@@ -29,7 +29,9 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # the comment block at the top of this file
-usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
+usage() {
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
+}
 DRY=0
 case "${1:-}" in
   -h|--help) usage; exit 0;;
@@ -142,7 +144,8 @@ fi
 
 if wants kernels; then
   if [[ -f tools/analysis_tools/gpu_check_kernels.py ]]; then
-    step kernels 150 "$PY" tools/analysis_tools/gpu_check_kernels.py --out "$OUT" "${KERNEL_ARGS[@]}"
+    step kernels 150 "$PY" tools/analysis_tools/gpu_check_kernels.py --out "$OUT" \
+      "${KERNEL_ARGS[@]}"
   else
     note kernels absent "tools/analysis_tools/gpu_check_kernels.py is not in this checkout"
   fi

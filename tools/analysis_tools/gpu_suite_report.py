@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     if kernel_files:
         lines += ['', f'Kernel checks: {", ".join(kernel_files)}.']
     for prefix, heading in SECTIONS:
-        parts = sorted(glob.glob(osp.join(args.work, f'{prefix}_*.md')))
+        parts = sorted(glob.glob(osp.join(args.work, f'{prefix}_*.md')),
+                       key=lambda p: (p.endswith('_amp.md'), p))  # float32 first
         if not parts:
             continue
         lines += ['', f'## {heading}']
