@@ -5,6 +5,9 @@
 # Environment variables:
 #   TORCH_SPEC      pip requirement for torch (default: torch==2.13.0, the CPU build; CUDA users
 #                   pass e.g. "torch==2.4.1 --index-url https://download.pytorch.org/whl/cu121")
+#   TRITON_SPEC     pip requirement for Triton, installed only where torch brings none (the CPU
+#                   build; default: triton==3.9.0, for the interpreter tests of the kernels). A
+#                   CUDA torch's own Triton is kept: replacing it would break torch.
 #   ACMIX_CACHE     where the built mmcv wheel is cached (default: ~/.cache/acmix_mm)
 #   PYTHON          interpreter used to create the venv (default: python3)
 #   MMCV_WITH_OPS / FORCE_CUDA are passed through to the mmcv build.
@@ -15,6 +18,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 CACHE="${ACMIX_CACHE:-$HOME/.cache/acmix_mm}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+TRITON_SPEC="${TRITON_SPEC:-triton==3.9.0}"
 TORCHVISION_FALLBACK=0.16.2
 STAMP="$VENV/.acmix_setup_ok"
 REQ_HASH="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$0" | sha256sum | cut -c1-16)"
@@ -54,6 +58,13 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
   log "installing $TORCH_SPEC"
   # shellcheck disable=SC2086
   "${PIP[@]}" $TORCH_SPEC
+fi
+if "$PY" -c 'import triton' 2>/dev/null; then
+  log "keeping triton $("$PY" -c 'import triton; print(triton.__version__)') (already installed; torch depends on it where it is a CUDA build)"
+else
+  log "installing $TRITON_SPEC (torch brings no Triton; the kernel tests run its interpreter)"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" $TRITON_SPEC
 fi
 "${PIP[@]}" 'setuptools<81' ninja wheel 'numpy>=2,<3'
 

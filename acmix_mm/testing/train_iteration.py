@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import Registry
+from torch import nn
 
 from ..utils.device_timing import autocast, dtype_name, step_peak_mb, time_alternating
 from .configs import framework_model_cfg
@@ -31,10 +32,10 @@ def mmcv_ops_available() -> bool:
 
 
 def training_iteration(registry: Registry, config: str, batch: dict, device: str,
-                       amp: bool) -> Tuple[Callable[[], Dict[str, float]], float]:
+                       amp: bool) -> Tuple[Callable[[], Dict[str, float]], nn.Module]:
     """Builds the model of ``config`` (backbone weights from scratch) on ``device`` with an AdamW
     optimizer; returns a function running one training iteration on ``batch`` (returning its
-    loss terms) and the backbone's parameter count in millions."""
+    loss terms), and the model."""
     model = build_model(registry, framework_model_cfg(config)).to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
@@ -50,7 +51,7 @@ def training_iteration(registry: Registry, config: str, batch: dict, device: str
             log_vars = model.train_step(batch, wrapper)
         return {k: float(v) for k, v in log_vars.items()}
 
-    return iteration, sum(p.numel() for p in model.backbone.parameters()) / 1e6
+    return iteration, model
 
 
 def measure_pair(registry: Registry, configs: Dict[str, str], names: Sequence[str], batch: dict,
@@ -64,12 +65,12 @@ def measure_pair(registry: Registry, configs: Dict[str, str], names: Sequence[st
     untimed iterations of each model come first."""
     iterations, params, last_losses = [], [], {}
     for name in names:
-        iteration, params_m = training_iteration(registry, configs[name], batch, device, amp)
+        iteration, model = training_iteration(registry, configs[name], batch, device, amp)
 
         def run(name: str = name, iteration: Callable = iteration) -> None:
             last_losses[name] = iteration()
         iterations.append(run)
-        params.append(params_m)
+        params.append(sum(p.numel() for p in model.backbone.parameters()) / 1e6)
     seconds = time_alternating(iterations, device, repeat, warmup)
     peaks = [step_peak_mb(run, device) for run in iterations]
     records = []
@@ -101,6 +102,35 @@ def iteration_table(records: Sequence[dict]) -> str:
                     f'{r["params_m"]:.2f} | {r["seconds"] * 1e3:.1f} | {ratio or ""} | '
                     f'{r["peak_mb"]:.0f} | {mem_ratio or ""} | {"yes" if r["finite"] else "NO"} |')
     return '\n'.join(rows)
+
+
+def write_iteration_report(out: str, script: str, argv: List[str], what: str, device: str,
+                           amp: bool, repeat: int, warmup: int, records: List[dict],
+                           failures: Sequence[str]) -> int:
+    """Writes ``out.md``, ``out.json`` (the records, each with the machine's ``environment``)
+    and ``out.png`` of :func:`measure_pair` records; ``what`` describes the iteration. Returns
+    the exit status: 1 if a case failed or a loss was not finite."""
+    from ..utils.benchmarking import write_report
+    from ..utils.device_timing import describe, environment
+    env = environment(device)
+    for r in records:
+        r['environment'] = env
+    md = iteration_table(records) + (('\n\nFailed: ' + '; '.join(failures)) if failures else '')
+    print(md)
+    write_report(
+        out, script, argv,
+        f'Machine: {describe(env)}. {what}, {dtype_name(device, amp)}; backbones from scratch. '
+        f'Each ACmix model and its baseline in one process, iterations alternating, fastest of '
+        f'{repeat} after {warmup} warm-up iterations each. Peak memory: the iteration\'s peak '
+        f'over the memory allocated before it (CUDA allocator; on the CPU the growth of the '
+        f'peak resident memory).', md, records)
+    if any('baseline_seconds' in r for r in records):
+        plot_iterations(records, out + '.png')
+    print(f'wrote {out}.md, {out}.json and .png')
+    not_finite = [r['name'] for r in records if not r['finite']]
+    if not_finite:
+        print(f'NOT FINITE losses: {not_finite}')
+    return 1 if failures or not_finite else 0
 
 
 def plot_iterations(records: Sequence[dict], path: str) -> None:

@@ -8,10 +8,10 @@ table (with ratios against the baseline measured in the same run) and a PNG char
         [--cases acmix-r50 r50 acmix-swin-t swin-t ...] [--infer-size 224] [--train-size 512]
         [--device cpu|cuda] [--amp] [--threads 2] [--repeat 5]
 
-With ``--device cuda``, ``--amp`` or ``--in-process`` every case is measured in this one process (see
-:func:`main_in_process`): each case and its baseline alternate step by step, the training step's
-peak memory is read from the CUDA allocator (no process of its own is needed), and ``--amp``
-runs under float16 autocast (bfloat16 on the CPU).
+With ``--device cuda``, ``--amp`` or ``--in-process`` every case is measured in this one process
+(see :func:`main_in_process`): each case and its baseline alternate step by step, the training
+step's peak memory is read from the CUDA allocator (no process of its own is needed), and
+``--amp`` runs under float16 autocast (bfloat16 on the CPU).
 """
 import argparse
 import json
@@ -289,9 +289,9 @@ def measure_in_process(names, mode, size, device, repeat, batch, amp):
 
 
 def main_in_process(args, argv):
-    """``--device cuda`` / ``--amp`` / ``--in-process``: every case group measured in this process, one group
-    after the other; a group that fails (out of memory, a kernel error) is reported and the
-    others still run. Exits non-zero if any failed."""
+    """``--device cuda`` / ``--amp`` / ``--in-process``: every case group measured in this
+    process, one group after the other; a group that fails (out of memory, a kernel error) is
+    reported and the others still run. Exits non-zero if any failed."""
     import torch
 
     from acmix_mm.utils.device_timing import describe, dtype_name, environment

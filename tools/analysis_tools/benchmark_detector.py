@@ -7,6 +7,12 @@ its fastest iteration. Writes a markdown table with the ratios and a PNG chart.
 
     python tools/analysis_tools/benchmark_detector.py --out docs/benchmarks_mask_rcnn \
         [--size 800 1333] [--batch 2] [--repeat 2] [--rounds 2] [--threads 2]
+        [--device cpu|cuda] [--amp]
+
+With ``--device cuda`` or ``--amp`` both models are built in this process and whole training
+iterations (mmengine ``train_step``: forward, losses, backward, AdamW step; AmpOptimWrapper with
+``--amp`` on CUDA) alternate, peak memory read from the CUDA allocator
+(:mod:`acmix_mm.testing.train_iteration`). Mask R-CNN needs mmcv's compiled ops (RoIAlign, nms).
 """
 import argparse
 import json
@@ -93,6 +99,33 @@ def plot(best, path):
     fig.savefig(path, dpi=100)
 
 
+def main_in_process(args, argv):
+    """``--device cuda`` / ``--amp``: both models' training iterations in this process."""
+    import torch
+    from mmdet.registry import MODELS
+
+    import acmix_mm  # noqa: F401
+    from acmix_mm.testing import detection_batch
+    from acmix_mm.testing.train_iteration import (measure_pair, mmcv_ops_available,
+                                                  write_iteration_report)
+    if not mmcv_ops_available():
+        raise SystemExit("Mask R-CNN needs mmcv's compiled ops (RoIAlign, nms), which this mmcv "
+                         'lacks (mmcv-lite); install mmcv 2.1.0 built with its ops')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit('--device cuda: torch.cuda.is_available() is False on this machine')
+    torch.manual_seed(0)
+    records = measure_pair(MODELS, {name: config for name, (config, _) in CASES.items()},
+                           ['mask-rcnn_acmix-r50', 'mask-rcnn_r50'],
+                           detection_batch(args.batch, tuple(args.size)), args.device, args.amp,
+                           args.repeat)
+    return write_iteration_report(
+        args.out, 'tools/analysis_tools/benchmark_detector.py',
+        argv if argv is not None else sys.argv[1:],
+        f'One Mask R-CNN training iteration (mmengine `train_step`: forward, losses, backward, '
+        f'AdamW step) on a batch of {args.batch} random {args.size[0]}x{args.size[1]} images '
+        f'with 3 boxes and masks each', args.device, args.amp, args.repeat, 2, records, [])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--worker', nargs=2, metavar=('CASE', 'MODE'), help=argparse.SUPPRESS)
@@ -102,10 +135,15 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=2, help='alternating passes over the cases')
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
     parser.add_argument('--out', default='docs/benchmarks_mask_rcnn', help='path prefix')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--amp', action='store_true',
+                        help='float16 AmpOptimWrapper on CUDA (bfloat16 autocast on the CPU)')
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure(*args.worker, args.size, args.batch, args.repeat)))
         return 0
+    if args.device == 'cuda' or args.amp:
+        return main_in_process(args, argv)
     from mmengine.utils import ProgressBar
     jobs = [(name, mode) for name in CASES for mode in ('train', 'memory')]
     best = fastest_over_rounds(jobs, lambda *job: run_case(args, *job), args.rounds,

@@ -64,9 +64,8 @@ def main(argv=None):
 
     import acmix_mm  # noqa: F401  (registers the backbones)
     from acmix_mm.testing import segmentation_batch
-    from acmix_mm.testing.train_iteration import iteration_table, measure_pair, plot_iterations
-    from acmix_mm.utils.benchmarking import write_report
-    from acmix_mm.utils.device_timing import describe, dtype_name, environment
+    from acmix_mm.testing.train_iteration import measure_pair, write_iteration_report
+    from acmix_mm.utils.device_timing import dtype_name
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch.cuda.is_available() is False on this machine')
     torch.manual_seed(0)
@@ -93,29 +92,13 @@ def main(argv=None):
         records += pair
         if args.device == 'cuda':
             torch.cuda.empty_cache()
-    env = environment(args.device)
-    for r in records:
-        r['environment'] = env
-    md = iteration_table(records) + (('\n\nFailed: ' + '; '.join(failures)) if failures else '')
-    print(md)
-    write_report(
+    return write_iteration_report(
         args.out, 'tools/analysis_tools/benchmark_segmentor.py',
         argv if argv is not None else sys.argv[1:],
-        f'Machine: {describe(env)}. One UperNet training iteration (mmengine `train_step`: '
-        f'data preprocessing, forward, losses, backward, AdamW step) on a batch of '
-        f'{args.batch} random {args.size[0]}x{args.size[1]} images with random ADE20K labels '
-        f'(150 classes), {dtype_name(args.device, args.amp)}; backbones from scratch. Each '
-        f'ACmix model and its baseline in one process, iterations alternating, fastest of '
-        f'{args.repeat} after {args.warmup} warm-up iterations each. Peak memory: the iteration\'s peak '
-        f'over the memory allocated before it (CUDA allocator; on the CPU the growth of the '
-        f'peak resident memory).', md, records)
-    if any('baseline_seconds' in r for r in records):
-        plot_iterations(records, args.out + '.png')
-    print(f'wrote {args.out}.md, {args.out}.json and .png')
-    not_finite = [r['name'] for r in records if not r['finite']]
-    if not_finite:
-        print(f'NOT FINITE losses: {not_finite}')
-    return 1 if failures or not_finite else 0
+        f'One UperNet training iteration (mmengine `train_step`: data preprocessing, forward, '
+        f'losses, backward, AdamW step) on a batch of {args.batch} random '
+        f'{args.size[0]}x{args.size[1]} images with random ADE20K labels (150 classes)',
+        args.device, args.amp, args.repeat, args.warmup, records, failures)
 
 
 if __name__ == '__main__':

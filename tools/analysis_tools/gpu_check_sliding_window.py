@@ -3,6 +3,7 @@
 Argument-free; run from anywhere on a machine with a CUDA GPU, torch and triton (OpenMMLab not
 needed: the two kernel files are loaded by path).
 """
+import argparse
 import importlib.util
 import os
 
@@ -19,8 +20,7 @@ def _load(name, filename):
     return module
 
 
-swt = _load('sliding_window_triton', 'sliding_window_triton.py')
-swp = _load('sliding_window_python', 'sliding_window_python.py')
+swt = swp = None  # the kernel modules, loaded by main() (Triton may be missing where --help runs)
 
 
 def python_attention(q, k, v, pe, scale, kernel, stride, dilation):
@@ -111,7 +111,14 @@ def check_acmix_layer():
               f'{(out_t - out_p).abs().max().item():.2e}, grads (x and all parameters) {err:.2e}')
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split('\n\n')[0]).parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit('gpu_check_sliding_window.py needs a CUDA GPU: '
+                         'torch.cuda.is_available() is False here')
+    global swt, swp
+    swt = _load('sliding_window_triton', 'sliding_window_triton.py')
+    swp = _load('sliding_window_python', 'sliding_window_python.py')
     torch.manual_seed(0)
     print(torch.cuda.get_device_name(), 'torch', torch.__version__)
     print('max abs error vs python reference (float32)')

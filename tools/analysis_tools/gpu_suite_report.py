@@ -37,9 +37,14 @@ def read_steps(work: str) -> List[Dict[str, str]]:
                 for line in f if line.strip()]
 
 
+def float32_first(path: str) -> tuple:
+    """Sort key of the steps' files: ``<step>_fp32`` before ``<step>_amp``."""
+    return osp.splitext(path)[0].endswith('_amp'), path
+
+
 def read_records(work: str) -> List[dict]:
     records = []
-    for path in sorted(glob.glob(osp.join(work, '*.json'))):
+    for path in sorted(glob.glob(osp.join(work, '*.json')), key=float32_first):
         step = osp.splitext(osp.basename(path))[0]
         with open(path) as f:
             for record in json.load(f):
@@ -74,8 +79,12 @@ def plot(rows: List[tuple], path: str, title: str) -> Optional[str]:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4.5))
     x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], [r[1] for r in rows], 0.4, label='time')
-    ax.bar([i + 0.2 for i in x], [r[2] or 0 for r in rows], 0.4, label='peak memory (training)')
+    for offset, values, label in ((-0.2, [r[1] for r in rows], 'time'),
+                                  (0.2, [r[2] for r in rows], 'peak memory (training)')):
+        shown = [(i + offset, v) for i, v in zip(x, values) if v]
+        bars = ax.bar([p for p, _ in shown], [v for _, v in shown], 0.4, label=label)
+        ax.bar_label(bars, [f'{v:.2f}' for _, v in shown], fontsize=6)
+    ax.set_yscale('log')  # ratios from below 1 to far above it stay readable
     ax.axhline(1, color='k', linewidth=0.8)
     ax.set_xticks(list(x), [r[0] for r in rows], fontsize=7, rotation=30, ha='right')
     ax.set_ylabel('ACmix / baseline (same process)')
@@ -122,7 +131,7 @@ def main(argv=None) -> int:
     if kernel_files:
         lines += ['', f'Kernel checks: {", ".join(kernel_files)}.']
     for prefix, heading in SECTIONS:
-        parts = sorted(glob.glob(osp.join(args.work, f'{prefix}_*.md')))
+        parts = sorted(glob.glob(osp.join(args.work, f'{prefix}_*.md')), key=float32_first)
         if not parts:
             continue
         lines += ['', f'## {heading}']

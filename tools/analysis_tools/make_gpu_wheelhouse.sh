@@ -27,8 +27,9 @@ log() { printf '[wheelhouse] %s\n' "$*"; }
 die() { printf '[wheelhouse] ERROR: %s\n' "$*" >&2; exit 1; }
 
 case "${1:-}" in -h|--help)
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0;; esac
 [[ $# -le 1 ]] || die "usage: make_gpu_wheelhouse.sh [DIR] (got $# arguments: $*)"
+[[ "${1:-}" != -* ]] || die "unknown option '$1' (usage: make_gpu_wheelhouse.sh [DIR])"
 [[ -x "$PY" ]] || die "no interpreter at '$PY': run 'make setup' first or set PYTHON"
 
 # Pure-Python packages (any Python) and compiled ones for the target's CPython. Each package's
@@ -53,7 +54,8 @@ PLATFORMS=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64
 mkdir -p "$DIR"
 rm -f "$DIR"/*.whl
 PIP=("$PY" -m pip --disable-pip-version-check)
-log "downloading ${#PURE[@]} pure-Python and ${#COMPILED[@]} compiled wheels for CPython $PYVER into $DIR"
+log "downloading ${#PURE[@]} pure-Python and ${#COMPILED[@]} compiled wheels for CPython $PYVER" \
+  "into $DIR"
 "${PIP[@]}" download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
   --implementation cp -d "$DIR" "${PURE[@]}"
 "${PIP[@]}" download -q --no-deps --only-binary=:all: --python-version "$PYVER" \
@@ -67,7 +69,8 @@ trap 'rm -rf "$tmp"' EXIT
 # with them off (mmcv's setup.py names that build mmcv-lite; it installs the same `mmcv` package).
 MMCV_WITH_OPS=1 "${PIP[@]}" download -q --no-deps --no-binary=:all: --no-build-isolation \
   -d "$tmp" mmcv==2.1.0
-MMCV_WITH_OPS=0 "${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$DIR" "$tmp"/mmcv-2.1.0.tar.gz
+MMCV_WITH_OPS=0 "${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$DIR" \
+  "$tmp"/mmcv-2.1.0.tar.gz
 wheel="$(ls "$DIR"/mmcv*-2.1.0-*.whl)"
 [[ "$wheel" == *-py*-none-any.whl ]] || die "mmcv built as $wheel, not a pure-Python wheel"
 if "$PY" -m zipfile -l "$wheel" | grep -E '\.(so|pyd)\b'; then

@@ -1,0 +1,41 @@
+"""The GPU tools print their usage on any machine (no CUDA, no Triton needed for --help)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+
+def run(args):
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_gpu_check_prints_usage_without_a_gpu():
+    out = run([sys.executable, 'tools/analysis_tools/gpu_check_sliding_window.py', '--help'])
+    assert out.returncode == 0 and out.stdout.startswith('usage: gpu_check_sliding_window.py')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message of a CPU-only machine')
+def test_gpu_check_says_it_needs_cuda():
+    out = run([sys.executable, 'tools/analysis_tools/gpu_check_sliding_window.py'])
+    assert out.returncode == 1 and 'needs a CUDA GPU' in out.stderr
+
+
+def test_wheelhouse_script_prints_usage_and_refuses_bad_arguments():
+    script = 'tools/analysis_tools/make_gpu_wheelhouse.sh'
+    out = run(['bash', script, '--help'])
+    assert out.returncode == 0 and 'MMCV_WITH_OPS=0' in out.stdout
+    out = run(['bash', script, 'a', 'b'])
+    assert out.returncode == 1 and 'got 2 arguments: a b' in out.stderr
+    out = run(['bash', script, '--fast'])
+    assert out.returncode == 1 and "unknown option '--fast'" in out.stderr
+
+
+def test_segmentor_benchmark_refuses_bad_arguments_by_name():
+    out = run([sys.executable, 'tools/analysis_tools/benchmark_segmentor.py', '--batch', '0'])
+    assert out.returncode == 2 and '--batch must be >= 1, got 0' in out.stderr
+    out = run([sys.executable, 'tools/analysis_tools/benchmark_segmentor.py', '--size', '16', '64'])
+    assert out.returncode == 2 and '--size must be at least 32 32' in out.stderr
