@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from acmix_mm.layers import ACmix
+from acmix_mm.utils.benchmarking import saved_tensor_storages
 from spec_reference import spec_acmix_from_module
 
 
@@ -15,27 +16,10 @@ def randomised(m: ACmix) -> ACmix:
     return m
 
 
-def saved_storages(fn, exclude=()):
-    """Runs ``fn`` recording the storages autograd saves for the backward (each once, those of
-    ``exclude`` left out): ``{data_ptr: nbytes}``, and ``fn``'s result."""
-    skip = {t.untyped_storage().data_ptr() for t in exclude}
-    saved = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return saved, out
-
-
 def test_training_keeps_only_the_input():
     m = ACmix(16, 16)
     x = torch.randn(2, 16, 12, 13, requires_grad=True)
-    saved, out = saved_storages(lambda: m(x), exclude=list(m.parameters()))
+    saved, out = saved_tensor_storages(lambda: m(x), exclude=list(m.parameters()))
     assert saved == {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes()}
     # one node between the output and the leaves: nothing is kept out of the hooks' sight (as
     # torch.utils.checkpoint keeps its inputs)
