@@ -134,9 +134,10 @@ class ACmix(nn.Module):
                                        pe=self.position_term(h, w, qkv.dtype, qkv.device),
                                        scale=float(d) ** -0.5)
         out_att = att.view(b, self.out_channels, att.shape[-2], att.shape[-1])
-        # rate2 is folded into dep_conv's weight, rate1 into the sum
-        out_conv = conv_path(qkv.view(b, 3 * n, d, h, w), self.fc, self.dep_conv, self.rate2)
-        return torch.addcmul(out_conv, out_att, self.rate1)
+        # rate2 is folded into dep_conv's weight; the conv path adds rate1 * attention as it
+        # writes its result (planar, as the attention's)
+        return conv_path(qkv.view(b, 3 * n, d, h, w), self.fc, self.dep_conv, self.rate2,
+                         residual=out_att, residual_scale=self.rate1)
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_att={self.kernel_att}, '

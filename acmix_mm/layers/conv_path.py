@@ -66,7 +66,8 @@ def _folded(dep_conv: nn.Conv2d, out_scale: Optional[torch.Tensor],
 
 
 def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d,
-              out_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+              out_scale: Optional[torch.Tensor] = None, residual: Optional[torch.Tensor] = None,
+              residual_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Runs ``fc``, the channel reordering and ``dep_conv``.
 
     Where no gradient is needed on the CPU the fused C++ kernel computes it in one pass
@@ -79,24 +80,31 @@ def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d,
         fc: from :func:`build_fc`.
         dep_conv: from :func:`build_dep_conv`.
         out_scale: ``(1,)`` or ``(C,)``, multiplies the result; folded into ``dep_conv``'s weight.
+        residual: ``(B, C, H_out, W_out)``, added to the result (the fused kernel adds it as it
+            writes the result), times ``residual_scale`` ``(1,)``.
 
     Returns:
-        ``(B, C, H_out, W_out)`` (channels-last memory), the size set by ``dep_conv``'s stride.
+        ``(B, C, H_out, W_out)``, the size set by ``dep_conv``'s stride; laid out as ``residual``
+        where one is given, else channels-last.
     """
     b, t, d, h, w = qkv.shape
     k2 = fc.out_channels
     weight, bias = _folded(dep_conv, out_scale, None)
-    if fused_conv_path_applies(qkv, fc.weight, fc.bias, weight, bias):
+    if fused_conv_path_applies(qkv, fc.weight, fc.bias, weight, bias, residual, residual_scale):
         out = fused_conv_path(qkv.permute(0, 3, 4, 1, 2), fc.weight, fc.bias, weight, bias,
-                              dep_conv.stride[0], dep_conv.dilation[0])
-        return out.permute(0, 3, 1, 2)
+                              dep_conv.stride[0], dep_conv.dilation[0], residual,
+                              1.0 if residual_scale is None else residual_scale.item())
+        return out if residual is not None else out.permute(0, 3, 1, 2)
     # bmm with the weight expanded: torch.matmul would run this as a slow transposed product.
     mixed = torch.bmm(fc.weight.view(1, k2, t).expand(b, k2, t), qkv.reshape(b, t, d * h * w))
     if fc.bias is not None:
         mixed = mixed + fc.bias.view(k2, 1)
     mixed = mixed.view(b, k2, d, h, w).permute(0, 3, 4, 2, 1).contiguous()  # (B, H, W, d, k^2)
-    return F.conv2d(mixed.view(b, h, w, d * k2).permute(0, 3, 1, 2), weight, bias,
-                    dep_conv.stride, dep_conv.padding, dep_conv.dilation, dep_conv.groups)
+    out = F.conv2d(mixed.view(b, h, w, d * k2).permute(0, 3, 1, 2), weight, bias,
+                   dep_conv.stride, dep_conv.padding, dep_conv.dilation, dep_conv.groups)
+    if residual is None:
+        return out
+    return (residual if residual_scale is None else residual * residual_scale).add(out)
 
 
 def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,

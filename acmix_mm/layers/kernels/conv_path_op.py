@@ -93,7 +93,7 @@ class _FusedConvPath(torch.autograd.Function):
         ctx.save_for_backward(maps, fc_weight, fc_bias, packed)
         ctx.dilation, ctx.has_bias = dilation, bias is not None
         return load_cpu_extension().conv_path_forward(maps, fc_weight, fc_bias, packed,
-                                                      packed_bias, 1, dilation)
+                                                      packed_bias, 1, dilation, None, 1.0)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -107,11 +107,14 @@ class _FusedConvPath(torch.autograd.Function):
 
 def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
                     weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
-                    dilation: int) -> torch.Tensor:
-    """``dep_conv(reorder(fc(maps)))`` of every position, channels-last.
+                    dilation: int, addend: Optional[torch.Tensor] = None,
+                    addend_scale: float = 1.0) -> torch.Tensor:
+    """``dep_conv(reorder(fc(maps)))`` of every position, channels-last; or, with ``addend``,
+    ``that + addend_scale * addend`` laid out as ``addend`` (planar), in the same pass.
 
-    Differentiable where ``stride`` is 1 and ``maps`` is channels-last (unit stride along ``d``):
-    the backward kernel recomputes the mixed maps, so a training step stores only the inputs.
+    Differentiable where ``stride`` is 1, ``maps`` is channels-last (unit stride along ``d``) and
+    no ``addend`` is given: the backward kernel recomputes the mixed maps, so a training step
+    stores only the inputs.
 
     Args:
         maps: ``(B, H, W, T, d)``, any strides: ``T = 3N`` maps of ``d`` channels.
@@ -120,17 +123,21 @@ def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Option
             ``(d * M,)`` or None.
         stride, dilation: ``dep_conv``'s (its padding is ``dilation * (k // 2)``).
 
+        addend: ``(B, d * M, H_out, W_out)`` or None (no gradient flows to it).
+        addend_scale: multiplies ``addend``.
+
     Returns:
-        ``(B, H_out, W_out, d * M)``, contiguous.
+        ``(B, H_out, W_out, d * M)``, contiguous; with ``addend``, ``(B, d * M, H_out, W_out)``.
     """
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (maps, fc_weight, fc_bias, weight, bias))
     if needs_grad:
-        if stride != 1 or maps.stride(-1) != 1:
-            raise ValueError('the fused conv path has a backward for stride 1 and channels-last '
-                             f'maps only, got stride={stride}, maps strides {maps.stride()}')
+        if stride != 1 or maps.stride(-1) != 1 or addend is not None:
+            raise ValueError('the fused conv path has a backward for stride 1, channels-last '
+                             f'maps and no addend only, got stride={stride}, maps strides '
+                             f'{maps.stride()}, addend {addend is not None}')
         return _FusedConvPath.apply(maps, fc_weight, fc_bias, weight, bias, dilation)
     packed, packed_bias = pack_weight(weight, bias, maps.shape[-1])
     return load_cpu_extension().conv_path_forward(
         maps, fc_weight.reshape(fc_weight.shape[0], -1).contiguous(), fc_bias, packed,
-        packed_bias, stride, dilation)
+        packed_bias, stride, dilation, addend, float(addend_scale))

@@ -52,7 +52,15 @@ def test_planar_matches_composition(h, w, d, stride, dilation, fc_bias, kernel):
     fc, dep_conv = _modules(heads, d, 2 * heads * d, stride, dilation, fc_bias, kernel=kernel)
     qkv = torch.randn(2, 3 * heads, d, h, w, dtype=torch.float64)
     composed, fused = _composed_and_fused(conv_path, qkv, fc, dep_conv)
-    assert fused.shape == composed.shape == (2, 2 * heads * d, -(-h // stride), -(-w // stride))
+    out_shape = (2, 2 * heads * d, -(-h // stride), -(-w // stride))
+    assert fused.shape == composed.shape == out_shape
+    torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
+    # with the scaled result and a residual added as the kernel writes (ACmix's rates)
+    scales = [torch.tensor([s], dtype=torch.float64) for s in (0.7, -1.3)]
+    residual = torch.randn(out_shape, dtype=torch.float64)
+    composed, fused = _composed_and_fused(conv_path, qkv, fc, dep_conv, scales[0], residual,
+                                          scales[1])
+    assert fused.is_contiguous()
     torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
 
 
@@ -107,5 +115,5 @@ def test_backward_matches_composition(b, h, w, heads, d, m, dilation, kernel):
 def test_backward_refuses_strided_calls():
     fc, dep_conv = _modules(1, 8, 8)
     maps = torch.randn(1, 6, 6, 3, 8, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(ValueError, match='backward for stride 1 and channels-last maps only'):
+    with pytest.raises(ValueError, match='stride 1, channels-last maps and no addend only'):
         fused_conv_path(maps, fc.weight, fc.bias, dep_conv.weight, dep_conv.bias, 2, 1)
