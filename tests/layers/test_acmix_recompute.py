@@ -7,13 +7,7 @@ from acmix_mm.layers import ACmix
 from acmix_mm.utils.benchmarking import saved_tensor_storages
 from spec_reference import spec_acmix_from_module
 
-
-def randomised(m: ACmix) -> ACmix:
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
-    return m
+from .test_acmix import randomised
 
 
 def test_training_keeps_only_the_input():
