@@ -243,7 +243,9 @@ def plot(ratios, path):
     for i, kind in enumerate(RATIO_KINDS):
         xs = [c + (i - (len(RATIO_KINDS) - 1) / 2) * width for c in range(len(ratios))]
         values = [r[kind] or 0 for r in ratios.values()]
-        ax.bar(xs, values, width, label=labels[kind], color=f'C{i}')
+        bars = ax.bar(xs, values, width, label=labels[kind], color=f'C{i}')
+        ax.bar_label(bars, [f'{v:.2f}' if v else '' for v in values], fontsize=6, rotation=90,
+                     padding=2)
         for x, name in zip(xs, ratios):
             target = TARGETS.get((name, kind))
             if target is not None:
@@ -252,7 +254,8 @@ def plot(ratios, path):
                           else None)
     ax.axhline(1, color='grey', linewidth=0.8, linestyle='--')
     ax.set_xticks(range(len(ratios)), list(ratios), rotation=15)
-    ax.set_ylabel('ACmix / baseline (same process)')
+    ax.set_yscale('log')  # ratios: 2x and 0.5x equally far from 1
+    ax.set_ylabel('ACmix / baseline (same process), log scale')
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
