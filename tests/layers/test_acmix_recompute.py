@@ -82,3 +82,23 @@ def test_float32_gradients_within_round_off():
     torch.testing.assert_close(x.grad, x64.grad.float(), rtol=1e-3, atol=1e-3)
     for (name, p), (_, r) in zip(m.named_parameters(), ref.named_parameters()):
         torch.testing.assert_close(p.grad, r.grad.float(), rtol=1e-3, atol=1e-3, msg=name)
+
+
+def test_backward_under_cpu_autocast_and_in_bfloat16():
+    """Under CPU autocast the backward recomputes in the input's float32 (the gradients equal
+    those without autocast); a bfloat16 layer trains on the fallbacks."""
+    m = randomised(ACmix(8, 8))
+    x = torch.randn(1, 8, 9, 7, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = m(x)
+    out.float().sum().backward()
+    ref = randomised(ACmix(8, 8))
+    x_ref = x.detach().requires_grad_()
+    ref(x_ref).sum().backward()
+    assert x.grad.dtype == torch.float32
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0.05, atol=0.05)
+    m16 = randomised(ACmix(8, 8)).bfloat16()
+    x16 = x.detach().bfloat16().requires_grad_()
+    m16(x16).float().sum().backward()
+    assert x16.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(x16.grad.float(), x_ref.grad, rtol=0.1, atol=0.1)
