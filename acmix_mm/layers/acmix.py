@@ -4,11 +4,13 @@ Pan et al., "On the Integration of Self-Attention and Convolution", CVPR 2022. S
 parameter names, channel layouts and initialisation follow the reference code, so its weights load
 unchanged (``conv1, conv2, conv3, conv_p, fc, dep_conv, rate1, rate2``).
 """
+from typing import Tuple
+
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ._validation import check_heads, check_odd_kernel, check_positive_int
+from .acmix_recompute import recomputed_acmix
 from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
 from .kernels.sliding_window_op import selected_backend
@@ -83,20 +85,21 @@ class ACmix(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'ACmix expects input of shape (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
-        # One product for the three 1x1 projections (a batched matrix product: several times
-        # faster than a 1x1 convolution on the CPU); q, k, v are views of its output.
-        b, _, h, w = x.shape
         if self._triton_path_applies(x):
-            return acmix_forward_triton(self, x, self.position_term(h, w, x))
+            h, w = x.shape[-2:]
+            return acmix_forward_triton(self, x, self.position_term(h, w, x.dtype, x.device))
+        if (torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling()
+                and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
+            # Training keeps only x; the backward recomputes what it needs from it.
+            return recomputed_acmix(self, x)
+        return self.mix_paths(self.project(x))
+
+    def projection_weights(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``conv1``, ``conv2``, ``conv3`` as one ``(3C, Cin)`` weight and ``(3C,)`` bias."""
         weight = torch.cat([self.conv1.weight, self.conv2.weight, self.conv3.weight])
         bias = torch.cat([self.conv1.bias, self.conv2.bias, self.conv3.bias])
-        weight = weight.view(1, -1, self.in_channels).expand(b, -1, -1)
-        qkv = torch.baddbmm(bias.view(1, -1, 1), weight, x.reshape(b, self.in_channels, h * w))
-        qkv = qkv.view(b, -1, h, w)
-        if torch.is_grad_enabled():
-            # Training keeps only qkv for the backward; both paths are recomputed from it.
-            return checkpoint(self._mix_paths, qkv, use_reentrant=False)
-        return self._mix_paths(qkv)
+        return weight.view(-1, self.in_channels), bias
 
     @staticmethod
     def _triton_path_applies(x: torch.Tensor) -> bool:
@@ -106,24 +109,48 @@ class ACmix(nn.Module):
             return False
         return selected_backend(x.device, x.dtype) == 'triton'
 
-    def position_term(self, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        """``conv_p`` of the positional grid, ``(d, H, W)``."""
-        grid = position_grid(h, w, like.dtype, like.device)
-        return self.conv_p(grid).view(self.head_dim, h, w)
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage I: ``q, k, v`` of ``x`` ``(B, Cin, H, W)`` as one ``(B, 3C, H, W)`` map.
 
-    def _mix_paths(self, qkv: torch.Tensor) -> torch.Tensor:
+        One product for the three 1x1 projections (a batched matrix product: several times faster
+        than a 1x1 convolution on the CPU); q, k, v are views of its output.
+        """
+        b, _, h, w = x.shape
+        weight, bias = self.projection_weights()
+        qkv = torch.baddbmm(bias.view(1, -1, 1), weight.expand(b, -1, -1),
+                            x.reshape(b, self.in_channels, h * w))
+        return qkv.view(b, -1, h, w)
+
+    @staticmethod
+    def position_grid_flat(height: int, width: int, dtype: torch.dtype,
+                           device: torch.device) -> torch.Tensor:
+        """:func:`position_grid` as ``(2, H * W)``."""
+        return position_grid(height, width, dtype, device).view(2, height * width)
+
+    def position_term(self, height: int, width: int, dtype: torch.dtype,
+                      device: torch.device) -> torch.Tensor:
+        """``conv_p`` of the position grid, ``(d, H, W)``.
+
+        The spec's logit ``q(p) . (k(o) + pe(p) - pe(o))`` differs from ``q(p) . (k(o) - pe(o))``
+        by a term constant over the window, which the softmax removes: only ``pe(o)`` is kept.
+        """
+        grid = self.position_grid_flat(height, width, dtype, device)
+        pe = torch.addmm(self.conv_p.bias.view(-1, 1), self.conv_p.weight.view(-1, 2), grid)
+        return pe.view(-1, height, width)
+
+    def mix_paths(self, qkv: torch.Tensor) -> torch.Tensor:
         """``rate1 * attention + rate2 * convolution`` from ``qkv`` ``(B, 3C, H, W)``."""
         b, _, h, w = qkv.shape
         n, d = self.heads, self.head_dim
         q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
-        # The spec's logit q(p) . (k(o) + pe(p) - pe(o)) differs from q(p) . (k(o) - pe(o)) by a
-        # term constant over the window, which the softmax removes: only pe(o) is kept.
-        pe = self.position_term(h, w, qkv)
         att = sliding_window_attention(q, k, v, self.kernel_att, self.stride, self.dilation,
-                                       pe=pe, scale=float(d) ** -0.5)
+                                       pe=self.position_term(h, w, qkv.dtype, qkv.device),
+                                       scale=float(d) ** -0.5)
         out_att = att.view(b, self.out_channels, att.shape[-2], att.shape[-1])
-        out_conv = conv_path(qkv.view(b, 3 * n, d, h, w), self.fc, self.dep_conv)
-        return self.rate1 * out_att + self.rate2 * out_conv
+        # rate2 is folded into dep_conv's weight; the conv path adds rate1 * attention as it
+        # writes its result (planar, as the attention's)
+        return conv_path(qkv.view(b, 3 * n, d, h, w), self.fc, self.dep_conv, self.rate2,
+                         residual=out_att, residual_scale=self.rate1)
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_att={self.kernel_att}, '

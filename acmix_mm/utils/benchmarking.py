@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple, Union
 
 RETURN_FREED_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
 
@@ -32,6 +32,33 @@ def reset_peak_rss() -> int:
 def peak_rss_bytes() -> int:
     """Peak resident memory since the last :func:`reset_peak_rss`, in bytes."""
     return _status_kb('VmHWM') * 1024
+
+
+def saved_tensor_storages(fn: Callable[[], Any],
+                          exclude: Iterable = ()) -> Tuple[Dict[int, int], Any]:
+    """Runs ``fn`` (a forward pass) and records what autograd saves for the backward.
+
+    Args:
+        fn: called with no arguments, gradients enabled.
+        exclude: tensors whose storages are not counted (the parameters, kept anyway).
+
+    Returns:
+        ``{storage address: bytes}`` of every storage saved (each once, however many tensors view
+        it) and ``fn``'s result.
+    """
+    import torch
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return saved, out
 
 
 def run_worker(script: str, args: List[str], threads: int,

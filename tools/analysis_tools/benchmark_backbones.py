@@ -1,12 +1,13 @@
 """Benchmark ACmix backbones against the frameworks' baselines: params, FLOPs (mmengine's
-analysis), inference latency and throughput, training-step time and peak memory.
+analysis), inference latency and throughput, training-step time, the bytes that a training forward
+keeps for the backward, and peak memory.
 
 Every case runs in a fresh process so that peak memory is that case's alone. Writes a markdown
 table (with ratios against the baseline measured in the same run) and a PNG chart.
 
     python tools/analysis_tools/benchmark_backbones.py --out docs/benchmarks \
         [--cases acmix-r50 r50 acmix-swin-t swin-t ...] [--infer-size 224] [--train-size 512]
-        [--device cpu|cuda] [--amp] [--threads 2] [--repeat 5]
+        [--size S] [--batch B] [--device cpu|cuda] [--amp] [--threads 2] [--repeat 5]
 
 With ``--device cuda``, ``--amp`` or ``--in-process`` every case is measured in this one process
 (see :func:`main_in_process`): each case and its baseline alternate step by step, the training
@@ -23,7 +24,8 @@ import traceback
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
-                                         reset_peak_rss, run_worker, write_report)
+                                         reset_peak_rss, run_worker, saved_tensor_storages,
+                                         write_report)
 
 # name -> (baseline name or None, builder kind, arguments)
 CASES = {
@@ -109,7 +111,15 @@ def prepare(name, mode, size, device, batch):
         loss.backward()
         for p in params:
             p.grad = None
+    step.saved_mb = lambda: saved_mb(model, x)
     return result, step, torch.enable_grad
+
+
+def saved_mb(model, x):
+    """MB of the storages a training forward keeps for the backward (the activations; each
+    storage once, the parameters left out)."""
+    saved, _ = saved_tensor_storages(lambda: model(x), exclude=list(model.parameters()))
+    return sum(saved.values()) / 2**20
 
 
 def measure(names, mode, size, device, repeat, batch):
@@ -146,6 +156,8 @@ def measure(names, mode, size, device, repeat, batch):
     if mode == 'memory':
         results[0]['peak_mb'] = (torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda'
                                  else max(0, peak_rss_bytes() - base) / 2**20)
+        with torch.enable_grad():
+            results[0]['saved_mb'] = cases[0][1].saved_mb()
     if len(results) == 2:
         results[0]['baseline_seconds'] = results[1]['seconds']
     return results
@@ -182,41 +194,75 @@ def fmt_ratio(value):
     return '' if value is None else f'{value:.2f}x'
 
 
+# the targets of issue 12 (CPU): ACmix / baseline, drawn as lines on the chart
+TARGETS = {('acmix-r50', 'infer'): 1.15, ('acmix-r50', 'train'): 1.35,
+           ('acmix-r50', 'saved'): 1.05, ('acmix-swin-t', 'infer'): 1.0,
+           ('acmix-swin-t', 'train'): 1.0, ('acmix-layer-64', 'infer'): 3.0,
+           ('acmix-layer-64', 'train'): 5.0}
+RATIO_KINDS = ('infer', 'train', 'saved', 'memory')
+
+
+def case_ratios(name, by):
+    """ACmix / baseline of case ``name`` per kind of :data:`RATIO_KINDS` (None where unmeasured);
+    ``by`` maps ``(name, mode)`` to results."""
+    inf, tr, mem = (by.get((name, m)) for m in ('infer', 'train', 'memory'))
+    bmem = by.get((CASES[name][0], 'memory'))
+    ratios = {k: r['seconds'] / r['baseline_seconds'] if r and 'baseline_seconds' in r else None
+              for k, r in (('infer', inf), ('train', tr))}
+    for kind, key in (('saved', 'saved_mb'), ('memory', 'peak_mb')):
+        ratios[kind] = (mem[key] / bmem[key] if mem and bmem and mem.get(key) is not None
+                        and bmem.get(key) else None)
+    return ratios
+
+
 def table(results):
     by = {(r['name'], r['mode']): r for r in results}
     rows = ['| case | baseline | params (M) | GFLOPs | infer latency (ms) | infer ratio | '
-            'train step (ms) | train ratio | train peak mem (MB) | mem ratio |',
-            '|---|---|---|---|---|---|---|---|---|---|']
-    ratios = []
+            'train step (ms) | train ratio | saved for backward (MB) | saved ratio | '
+            'train peak mem (MB) | mem ratio |',
+            '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    ratios = {}
     for name in dict.fromkeys(r['name'] for r in results):
         inf, tr, mem = (by.get((name, m)) for m in ('infer', 'train', 'memory'))
         base = CASES[name][0]
-        bmem = by.get((base, 'memory'))
-        inf_ratio, tr_ratio = (r['seconds'] / r['baseline_seconds'] if r and 'baseline_seconds' in r
-                               else None for r in (inf, tr))
-        mem_ratio = mem['peak_mb'] / bmem['peak_mb'] if mem and bmem and bmem['peak_mb'] else None
+        r = case_ratios(name, by)
         rows.append(
             f'| {name} | {base or "-"} | {inf["params_m"]:.2f} | {fmt(inf["gflops"])} | '
-            f'{inf["seconds"] * 1e3:.1f} | {fmt_ratio(inf_ratio)} | '
-            + (f'{tr["seconds"] * 1e3:.1f} | {fmt_ratio(tr_ratio)} | ' if tr else ' | | ')
-            + (f'{mem["peak_mb"]:.0f} | {fmt_ratio(mem_ratio)} |' if mem else ' | |'))
-        if inf_ratio is not None:
-            ratios.append((name, inf_ratio, tr_ratio))
+            f'{inf["seconds"] * 1e3:.1f} | {fmt_ratio(r["infer"])} | '
+            + (f'{tr["seconds"] * 1e3:.1f} | {fmt_ratio(r["train"])} | ' if tr else ' | | ')
+            + (f'{fmt(mem.get("saved_mb"))} | {fmt_ratio(r["saved"])} | '
+               f'{mem["peak_mb"]:.0f} | {fmt_ratio(r["memory"])} |' if mem else ' | | | |'))
+        if base:
+            ratios[name] = r
     return '\n'.join(rows), ratios
 
 
 def plot(ratios, path):
+    """Bars of ACmix / baseline per case and kind, the targets as black lines over their bars."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 4))
-    x = range(len(ratios))
-    ax.bar([i - 0.2 for i in x], [r[1] for r in ratios], 0.4, label='inference time ratio')
-    ax.bar([i + 0.2 for i in x], [r[2] or 0 for r in ratios], 0.4, label='training step ratio')
-    ax.axhline(1, color='k', linewidth=0.8)
-    ax.set_xticks(list(x), [r[0] for r in ratios], rotation=20)
-    ax.set_ylabel('ACmix / baseline (same run)')
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    labels = {'infer': 'inference time', 'train': 'training step time',
+              'saved': 'saved for backward', 'memory': 'training peak memory'}
+    width = 0.8 / len(RATIO_KINDS)
+    for i, kind in enumerate(RATIO_KINDS):
+        xs = [c + (i - (len(RATIO_KINDS) - 1) / 2) * width for c in range(len(ratios))]
+        values = [r[kind] or 0 for r in ratios.values()]
+        bars = ax.bar(xs, values, width, label=labels[kind], color=f'C{i}')
+        ax.bar_label(bars, [f'{v:.2f}' if v else '' for v in values], fontsize=6, rotation=90,
+                     padding=2)
+        for x, name in zip(xs, ratios):
+            target = TARGETS.get((name, kind))
+            if target is not None:
+                ax.hlines(target, x - width / 2, x + width / 2, colors='k', linewidth=2.5,
+                          label='target' if 'target' not in ax.get_legend_handles_labels()[1]
+                          else None)
+    ax.axhline(1, color='grey', linewidth=0.8, linestyle='--')
+    ax.set_xticks(range(len(ratios)), list(ratios), rotation=15)
+    ax.set_yscale('log')  # ratios: 2x and 0.5x equally far from 1
+    ax.set_ylabel('ACmix / baseline (same process), log scale')
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -356,9 +402,13 @@ def main(argv=None):
                         help='timed runs per case (the fastest is reported)')
     parser.add_argument('--rounds', type=int, default=2,
                         help='passes over all cases; each case reports its fastest pass')
+    parser.add_argument('--size', type=int,
+                        help='input size of inference and training (sets both sizes above)')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--out', default='docs/benchmarks', help='path prefix of .md and .png')
     args = parser.parse_args(argv)
+    if args.size:
+        args.infer_size = args.train_size = args.size
     if args.worker:
         name, mode, size = args.worker
         names = [name] + ([args.paired] if args.paired else [])

@@ -149,11 +149,21 @@ void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const Conv
   }
 }
 
+// One output row: channel c of position x at ptr[x * sx + c * sc]; where `add` is set (same
+// strides), the row stores sum + scale * add.
+template <typename T>
+struct OutRow {
+  T* ptr;
+  const T* add;
+  T scale;
+  int64_t sx, sc;
+};
+
 // PX neighbouring output positions times MB of the M outputs per group, one chunk of channels:
 // the sums stay in registers; each input load serves MB products and each weight load PX.
 template <typename T, int PX, int MB>
 void output_block(const T* const* rows, const T* weight, const T* bias, const ConvGeometry& g,
-                  int64_t xo, int64_t m0, int64_t ch, T* out) {
+                  int64_t xo, int64_t m0, int64_t ch, const OutRow<T>& out) {
   using V = typename VecOf<T>::type;
   const int64_t L = g.lanes, col = g.K2 * L;
   V acc[PX][MB];
@@ -183,18 +193,28 @@ void output_block(const T* const* rows, const T* weight, const T* bias, const Co
   alignas(32) T sums[PX][MB][32 / sizeof(T)];
   for (int p = 0; p < PX; ++p)
     for (int mi = 0; mi < MB; ++mi) *reinterpret_cast<V*>(sums[p][mi]) = acc[p][mi];
-  const int64_t lanes = std::min<int64_t>(L, g.D - ch * L), C = g.D * g.M;
+  const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
   for (int p = 0; p < PX; ++p) {
-    T* o = out + (xo + p) * C + ch * L * g.M + m0;
-    for (int64_t l = 0; l < lanes; ++l)
-      for (int mi = 0; mi < MB; ++mi) o[l * g.M + mi] = sums[p][mi][l];
+    const int64_t at = (xo + p) * out.sx + (ch * L * g.M + m0) * out.sc;
+    T* o = out.ptr + at;
+    if (out.add) {
+      const T* a = out.add + at;
+      for (int64_t l = 0; l < lanes; ++l)
+        for (int mi = 0; mi < MB; ++mi) {
+          const int64_t i = (l * g.M + mi) * out.sc;
+          o[i] = sums[p][mi][l] + out.scale * a[i];
+        }
+    } else {
+      for (int64_t l = 0; l < lanes; ++l)
+        for (int mi = 0; mi < MB; ++mi) o[(l * g.M + mi) * out.sc] = sums[p][mi][l];
+    }
   }
 }
 
 // One output row: rows[a] is the mixed row of kernel row a, or null outside the map.
 template <typename T>
 void output_row(const T* const* rows, const T* weight, const T* bias, const ConvGeometry& g,
-                T* out) {
+                const OutRow<T>& out) {
   constexpr int kPX = 3, kMB = 3;
   for (int64_t ch = 0; ch < g.chunks(); ++ch)
     for (int64_t xo = 0; xo < g.Wo; xo += kPX) {
@@ -237,9 +257,23 @@ class MixedRows {
   std::vector<int64_t> held_;  // b * H + y of the row in each slot
 };
 
+// The output (and the optional addend, same strides): element (b, yo, xo, c) at
+// b * sb + yo * sy + xo * sx + c * sc.
+template <typename T>
+struct OutMap {
+  T* ptr;
+  const T* add;
+  T scale;
+  int64_t sb, sy, sx, sc;
+  OutRow<T> row(int64_t b, int64_t yo) const {
+    const int64_t at = b * sb + yo * sy;
+    return {ptr + at, add ? add + at : nullptr, scale, sx, sc};
+  }
+};
+
 template <typename T>
 void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const T* weight,
-                    const T* bias, const ConvGeometry& g, int64_t batch, T* out) {
+                    const T* bias, const ConvGeometry& g, int64_t batch, const OutMap<T>& out) {
   at::parallel_for(0, batch * g.Ho, 1, [&](int64_t begin, int64_t end) {
     MixedRows<T> mixed(qkv, fc_w, fc_b, g);
     std::vector<const T*> rows(g.kernel);
@@ -247,7 +281,7 @@ void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, con
       const int64_t b = task / g.Ho, yo = task % g.Ho;
       for (int64_t a = 0; a < g.kernel; ++a)
         rows[a] = mixed.row(b, yo * g.stride + a * g.dilation - g.pad);
-      output_row(rows.data(), weight, bias, g, out + task * g.Wo * g.D * g.M);
+      output_row(rows.data(), weight, bias, g, out.row(b, yo));
     }
   });
 }
@@ -539,17 +573,34 @@ StridedMaps<T> strided_maps(const at::Tensor& qkv) {
 
 at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                              const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
-                             const at::Tensor& bias, int64_t stride, int64_t dilation) {
+                             const at::Tensor& bias, int64_t stride, int64_t dilation,
+                             const c10::optional<at::Tensor>& addend, double addend_scale) {
   const ConvGeometry g = geometry(qkv, fc_weight, weight, stride, dilation);
   TORCH_CHECK(bias.is_contiguous() && bias.size(0) == g.M && bias.size(1) == g.Dp,
               "bias must be a contiguous (M, d_pad)");
   const at::Tensor fc_b_tensor = fc_bias.has_value() ? fc_bias->contiguous() : at::Tensor();
-  at::Tensor out = at::empty({qkv.size(0), g.Ho, g.Wo, g.D * g.M}, qkv.options());
+  at::Tensor out, add;
+  if (addend.has_value()) {  // (B, C, Ho, Wo) planar, the output likewise
+    TORCH_CHECK(addend->dim() == 4 && addend->size(0) == qkv.size(0) &&
+                    addend->size(1) == g.D * g.M && addend->size(2) == g.Ho &&
+                    addend->size(3) == g.Wo && addend->scalar_type() == qkv.scalar_type(),
+                "addend must be (B, d * M, H_out, W_out) of the maps' dtype");
+    add = addend->contiguous();
+    out = at::empty_like(add);
+  } else {
+    out = at::empty({qkv.size(0), g.Ho, g.Wo, g.D * g.M}, qkv.options());
+  }
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "acmix_conv_path_forward", [&] {
     const scalar_t* fc_b = fc_b_tensor.defined() ? fc_b_tensor.data_ptr<scalar_t>() : nullptr;
+    OutMap<scalar_t> map{out.data_ptr<scalar_t>(), nullptr, static_cast<scalar_t>(addend_scale),
+                         out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+    if (add.defined()) {  // (B, C, Ho, Wo)
+      map.add = add.data_ptr<scalar_t>();
+      map.sy = out.stride(2), map.sx = out.stride(3), map.sc = out.stride(1);
+    }
     conv_path_impl<scalar_t>(strided_maps<scalar_t>(qkv), fc_weight.data_ptr<scalar_t>(), fc_b,
                              weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), g,
-                             qkv.size(0), out.data_ptr<scalar_t>());
+                             qkv.size(0), map);
   });
   return out;
 }

@@ -35,7 +35,7 @@ def fused_conv_path_applies(*tensors: Optional[torch.Tensor], differentiable: bo
             and selected_backend(first.device, first.dtype) == 'cpp')
 
 
-def _pack(weight: torch.Tensor, bias: Optional[torch.Tensor],
+def pack_weight(weight: torch.Tensor, bias: Optional[torch.Tensor],
           d: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """``dep_conv``'s ``(d * M, k^2, k, k)`` weight as ``(chunks, M, k, k, k^2, lanes)`` and its
     bias as ``(M, d_pad)``, channels zero-padded to whole vectors of the kernel."""
@@ -52,11 +52,35 @@ def _pack(weight: torch.Tensor, bias: Optional[torch.Tensor],
 
 def _unpack(grad_packed: torch.Tensor, grad_bias: torch.Tensor,
             d: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The inverse of :func:`_pack` (padding dropped)."""
+    """The inverse of :func:`pack_weight` (padding dropped)."""
     chunks, m, k, _, k2, lanes = grad_packed.shape
     weight = grad_packed.permute(1, 2, 3, 4, 0, 5).reshape(m, k, k, k2, chunks * lanes)[..., :d]
     weight = weight.permute(4, 0, 3, 1, 2).reshape(d * m, k2, k, k)
     return weight, grad_bias[:, :d].t().reshape(d * m)
+
+
+def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weight: torch.Tensor,
+                             fc_bias: Optional[torch.Tensor], packed: torch.Tensor,
+                             dilation: int) -> Tuple[torch.Tensor, ...]:
+    """The kernel's backward (``dep_conv`` stride 1): gradients of every input of
+    :func:`fused_conv_path` from ``grad_out``.
+
+    Args:
+        grad_out: ``(B, H, W, d * M)``.
+        maps: ``(B, H, W, T, d)`` with unit stride along ``d``.
+        fc_weight: ``(k^2, T)``, contiguous; fc_bias: ``(k^2,)`` or None.
+        packed: ``dep_conv``'s weight as :func:`pack_weight` lays it out.
+        dilation: ``dep_conv``'s.
+
+    Returns:
+        ``grad_maps (B, H, W, T, d)``, ``grad_fc_weight (k^2, T)``, ``grad_fc_bias (k^2,)``,
+        ``grad_weight (d * M, k^2, k, k)`` and ``grad_bias (d * M,)``.
+    """
+    grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
+        load_cpu_extension().conv_path_backward(grad_out, maps, fc_weight, fc_bias, packed,
+                                                dilation)
+    grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
+    return grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b
 
 
 class _FusedConvPath(torch.autograd.Function):
@@ -64,20 +88,18 @@ class _FusedConvPath(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, maps, fc_weight, fc_bias, weight, bias, dilation):
-        packed, packed_bias = _pack(weight, bias, maps.shape[-1])
+        packed, packed_bias = pack_weight(weight, bias, maps.shape[-1])
         fc_weight = fc_weight.reshape(fc_weight.shape[0], -1).contiguous()
         ctx.save_for_backward(maps, fc_weight, fc_bias, packed)
         ctx.dilation, ctx.has_bias = dilation, bias is not None
         return load_cpu_extension().conv_path_forward(maps, fc_weight, fc_bias, packed,
-                                                      packed_bias, 1, dilation)
+                                                      packed_bias, 1, dilation, None, 1.0)
 
     @staticmethod
     def backward(ctx, grad_out):
         maps, fc_weight, fc_bias, packed = ctx.saved_tensors
-        grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
-            load_cpu_extension().conv_path_backward(grad_out, maps, fc_weight, fc_bias, packed,
-                                                    ctx.dilation)
-        grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
+        grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b = fused_conv_path_backward(
+            grad_out, maps, fc_weight, fc_bias, packed, ctx.dilation)
         return (grad_maps, grad_fc_w.view(*grad_fc_w.shape, 1, 1),
                 grad_fc_b if fc_bias is not None else None, grad_w,
                 grad_b if ctx.has_bias else None, None)
@@ -85,11 +107,14 @@ class _FusedConvPath(torch.autograd.Function):
 
 def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
                     weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
-                    dilation: int) -> torch.Tensor:
-    """``dep_conv(reorder(fc(maps)))`` of every position, channels-last.
+                    dilation: int, addend: Optional[torch.Tensor] = None,
+                    addend_scale: float = 1.0) -> torch.Tensor:
+    """``dep_conv(reorder(fc(maps)))`` of every position, channels-last; or, with ``addend``,
+    ``that + addend_scale * addend`` laid out as ``addend`` (planar), in the same pass.
 
-    Differentiable where ``stride`` is 1 and ``maps`` is channels-last (unit stride along ``d``):
-    the backward kernel recomputes the mixed maps, so a training step stores only the inputs.
+    Differentiable where ``stride`` is 1, ``maps`` is channels-last (unit stride along ``d``) and
+    no ``addend`` is given: the backward kernel recomputes the mixed maps, so a training step
+    stores only the inputs.
 
     Args:
         maps: ``(B, H, W, T, d)``, any strides: ``T = 3N`` maps of ``d`` channels.
@@ -98,17 +123,21 @@ def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Option
             ``(d * M,)`` or None.
         stride, dilation: ``dep_conv``'s (its padding is ``dilation * (k // 2)``).
 
+        addend: ``(B, d * M, H_out, W_out)`` or None (no gradient flows to it).
+        addend_scale: multiplies ``addend``.
+
     Returns:
-        ``(B, H_out, W_out, d * M)``, contiguous.
+        ``(B, H_out, W_out, d * M)``, contiguous; with ``addend``, ``(B, d * M, H_out, W_out)``.
     """
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (maps, fc_weight, fc_bias, weight, bias))
     if needs_grad:
-        if stride != 1 or maps.stride(-1) != 1:
-            raise ValueError('the fused conv path has a backward for stride 1 and channels-last '
-                             f'maps only, got stride={stride}, maps strides {maps.stride()}')
+        if stride != 1 or maps.stride(-1) != 1 or addend is not None:
+            raise ValueError('the fused conv path has a backward for stride 1, channels-last '
+                             f'maps and no addend only, got stride={stride}, maps strides '
+                             f'{maps.stride()}, addend {addend is not None}')
         return _FusedConvPath.apply(maps, fc_weight, fc_bias, weight, bias, dilation)
-    packed, packed_bias = _pack(weight, bias, maps.shape[-1])
+    packed, packed_bias = pack_weight(weight, bias, maps.shape[-1])
     return load_cpu_extension().conv_path_forward(
         maps, fc_weight.reshape(fc_weight.shape[0], -1).contiguous(), fc_bias, packed,
-        packed_bias, stride, dilation)
+        packed_bias, stride, dilation, addend, float(addend_scale))

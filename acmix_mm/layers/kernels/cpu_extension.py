@@ -36,9 +36,10 @@ def _isa_flags() -> List[str]:
 
 
 def _source_digest() -> str:
-    """Names the build after its sources and headers: torch rebuilds on a changed source file but
-    does not see headers."""
-    digest = hashlib.sha1()
+    """Names the build after its sources and headers (torch rebuilds on a changed source file but
+    does not see headers) and their folder: torch's build folder records the sources' paths, so
+    two checkouts sharing one name would rebuild it in turn on every load."""
+    digest = hashlib.sha1(_DIR.encode())
     for path in _SOURCES + _HEADERS:
         with open(path, 'rb') as f:
             digest.update(f.read())

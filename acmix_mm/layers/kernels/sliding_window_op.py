@@ -119,6 +119,7 @@ def _backward(ctx, grad_out):
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
 sliding_window_attention_op = _forward_op
+sliding_window_attention_backward_op = _backward_op
 
 
 def sliding_window_attention_flops(inputs: Sequence, outputs: Sequence) -> int:

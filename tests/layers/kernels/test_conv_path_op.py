@@ -6,10 +6,10 @@ from acmix_mm.layers import build_dep_conv, build_fc, conv_path, conv_path_chann
 from acmix_mm.layers.kernels.conv_path_op import fused_conv_path, fused_conv_path_applies
 
 
-def _modules(heads, d, out_channels, stride=1, dilation=1, fc_bias=True, seed=0):
+def _modules(heads, d, out_channels, stride=1, dilation=1, fc_bias=True, seed=0, kernel=3):
     torch.manual_seed(seed)
-    fc = build_fc(heads, 3, bias=fc_bias).double()
-    dep_conv = build_dep_conv(out_channels, d, 3, stride=stride, dilation=dilation).double()
+    fc = build_fc(heads, kernel, bias=fc_bias).double()
+    dep_conv = build_dep_conv(out_channels, d, kernel, stride=stride, dilation=dilation).double()
     with torch.no_grad():
         for p in list(fc.parameters()) + list(dep_conv.parameters()):
             p.copy_(torch.randn_like(p))
@@ -25,11 +25,13 @@ def _composed_and_fused(fn, *args, **kwargs):
     return composed, fused
 
 
-# (B, H, W, heads, d, channels out per group M): d a multiple of the vector width and not
-@pytest.mark.parametrize('b,h,w,heads,d,m', [(1, 9, 11, 3, 8, 3), (2, 7, 5, 2, 6, 2),
-                                             (1, 5, 13, 4, 12, 5), (1, 1, 1, 1, 4, 1)])
-def test_channels_last_matches_composition(b, h, w, heads, d, m):
-    fc, dep_conv = _modules(heads, d, d * m)
+# (B, H, W, heads, d, channels out per group M, kernel_conv): d a multiple of the vector width
+# and not; kernels 1, 5 and 7 (k^2 = 1, 25, 49) leave 1- and 2-wide register-block remainders
+@pytest.mark.parametrize('b,h,w,heads,d,m,kernel', [
+    (1, 9, 11, 3, 8, 3, 3), (2, 7, 5, 2, 6, 2, 3), (1, 5, 13, 4, 12, 5, 3), (1, 1, 1, 1, 4, 1, 3),
+    (1, 6, 7, 2, 8, 2, 1), (1, 7, 8, 1, 5, 4, 5), (2, 5, 10, 2, 4, 1, 7), (1, 9, 4, 1, 8, 2, 7)])
+def test_channels_last_matches_composition(b, h, w, heads, d, m, kernel):
+    fc, dep_conv = _modules(heads, d, d * m, kernel=kernel)
     qkv = torch.randn(b, h, w, 3 * heads * d, dtype=torch.float64)
     scale, extra = torch.tensor([0.7], dtype=torch.float64), torch.randn(d * m, dtype=torch.float64)
     composed, fused = _composed_and_fused(conv_path_channels_last, qkv, heads, fc, dep_conv,
@@ -38,16 +40,27 @@ def test_channels_last_matches_composition(b, h, w, heads, d, m):
     torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
 
 
-# planar (B, 3N, d, H, W) maps as the ResNet variant has them; stride and dilation of dep_conv
-@pytest.mark.parametrize('h,w,d,stride,dilation,fc_bias', [(9, 20, 8, 1, 1, False),
-                                                           (10, 19, 4, 2, 1, False),
-                                                           (12, 17, 3, 1, 2, True)])
-def test_planar_matches_composition(h, w, d, stride, dilation, fc_bias):
+# planar (B, 3N, d, H, W) maps as the ResNet variant has them; kernel, stride and dilation of
+# dep_conv (strides 3 and 4, stride with dilation, odd sizes)
+@pytest.mark.parametrize('h,w,d,stride,dilation,fc_bias,kernel', [
+    (9, 20, 8, 1, 1, False, 3), (10, 19, 4, 2, 1, False, 3), (12, 17, 3, 1, 2, True, 3),
+    (11, 13, 8, 3, 1, False, 3), (13, 9, 4, 2, 2, False, 3), (9, 22, 8, 1, 1, False, 1),
+    (10, 11, 5, 1, 1, True, 5), (7, 18, 8, 1, 1, False, 7), (14, 15, 4, 4, 1, False, 7),
+    (9, 10, 3, 3, 2, True, 5)])
+def test_planar_matches_composition(h, w, d, stride, dilation, fc_bias, kernel):
     heads = 2
-    fc, dep_conv = _modules(heads, d, 2 * heads * d, stride, dilation, fc_bias)
+    fc, dep_conv = _modules(heads, d, 2 * heads * d, stride, dilation, fc_bias, kernel=kernel)
     qkv = torch.randn(2, 3 * heads, d, h, w, dtype=torch.float64)
     composed, fused = _composed_and_fused(conv_path, qkv, fc, dep_conv)
-    assert fused.shape == composed.shape == (2, 2 * heads * d, -(-h // stride), -(-w // stride))
+    out_shape = (2, 2 * heads * d, -(-h // stride), -(-w // stride))
+    assert fused.shape == composed.shape == out_shape
+    torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
+    # with the scaled result and a residual added as the kernel writes (ACmix's rates)
+    scales = [torch.tensor([s], dtype=torch.float64) for s in (0.7, -1.3)]
+    residual = torch.randn(out_shape, dtype=torch.float64)
+    composed, fused = _composed_and_fused(conv_path, qkv, fc, dep_conv, scales[0], residual,
+                                          scales[1])
+    assert fused.is_contiguous()
     torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
 
 
@@ -73,12 +86,14 @@ def test_applies_only_where_no_gradient_is_needed(monkeypatch):
         assert not fused_conv_path_applies(x, w)
 
 
-@pytest.mark.parametrize('b,h,w,heads,d,m,dilation', [(1, 9, 11, 3, 8, 3, 1), (2, 7, 5, 2, 6, 2, 1),
-                                                      (1, 6, 13, 1, 4, 4, 2)])
-def test_backward_matches_composition(b, h, w, heads, d, m, dilation):
+@pytest.mark.parametrize('b,h,w,heads,d,m,dilation,kernel', [
+    (1, 9, 11, 3, 8, 3, 1, 3), (2, 7, 5, 2, 6, 2, 1, 3), (1, 6, 13, 1, 4, 4, 2, 3),
+    (1, 5, 8, 2, 8, 2, 1, 1), (1, 7, 9, 1, 5, 4, 1, 5), (2, 8, 7, 2, 4, 1, 1, 7),
+    (1, 11, 10, 1, 8, 2, 2, 5), (1, 1, 1, 1, 4, 1, 1, 3)])
+def test_backward_matches_composition(b, h, w, heads, d, m, dilation, kernel):
     """Gradients of the maps and of every parameter through the kernel's backward against
     autograd through the PyTorch composition."""
-    fc, dep_conv = _modules(heads, d, d * m, dilation=dilation)
+    fc, dep_conv = _modules(heads, d, d * m, dilation=dilation, kernel=kernel)
     qkv = torch.randn(b, h, w, 3 * heads * d, dtype=torch.float64, requires_grad=True)
     scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
     grad_out = torch.randn(b, h, w, d * m, dtype=torch.float64)
@@ -100,5 +115,5 @@ def test_backward_matches_composition(b, h, w, heads, d, m, dilation):
 def test_backward_refuses_strided_calls():
     fc, dep_conv = _modules(1, 8, 8)
     maps = torch.randn(1, 6, 6, 3, 8, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(ValueError, match='backward for stride 1 and channels-last maps only'):
+    with pytest.raises(ValueError, match='stride 1, channels-last maps and no addend only'):
         fused_conv_path(maps, fc.weight, fc.bias, dep_conv.weight, dep_conv.bias, 2, 1)

@@ -9,7 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__)
 def test_benchmark_runs_on_a_tiny_case(tmp_path):
     out = subprocess.run(
         [sys.executable, 'tools/analysis_tools/benchmark_backbones.py', '--cases', 'qkv-1x1-512',
-         'acmix-layer-512', '--repeat', '1', '--rounds', '1', '--out', str(tmp_path / 'bench')],
+         'acmix-layer-512', '--repeat', '1', '--rounds', '1', '--batch', '2', '--out',
+         str(tmp_path / 'bench')],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.load(open(tmp_path / 'bench.json'))
@@ -17,6 +18,8 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path):
         (n, m) for n in ('qkv-1x1-512', 'acmix-layer-512') for m in ('infer', 'train', 'memory')}
     memory = next(r for r in results if r['name'] == 'acmix-layer-512' and r['mode'] == 'memory')
     assert memory['peak_mb'] > 0
+    # a training forward of the layer keeps its input alone: batch 2 of 512 x 7 x 7 floats
+    assert memory['saved_mb'] * 2**20 == 2 * 512 * 7 * 7 * 4
     layer = next(r for r in results if r['name'] == 'acmix-layer-512' and r['mode'] == 'infer')
     proj = next(r for r in results if r['name'] == 'qkv-1x1-512' and r['mode'] == 'infer')
     assert layer['params_m'] > proj['params_m'] > 0 and layer['gflops'] > proj['gflops'] > 0
@@ -24,4 +27,5 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path):
     assert layer['baseline_seconds'] >= proj['seconds'] > 0
     md = (tmp_path / 'bench.md').read_text()
     assert '| acmix-layer-512 | qkv-1x1-512 |' in md and 'x |' in md
+    assert 'saved for backward (MB)' in md
     assert (tmp_path / 'bench.png').stat().st_size > 5000
