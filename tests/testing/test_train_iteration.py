@@ -21,14 +21,12 @@ def batch():
 @pytest.mark.slow
 def test_an_iteration_returns_finite_losses_and_steps_the_optimizer(batch):
     iteration, model = training_iteration(MODELS, SLIM_UPERNET, batch, 'cpu', amp=False)
-    rate = next(p for n, p in model.backbone.named_parameters() if n.endswith('rate1'))
     before = [p.detach().clone() for p in model.parameters()]
     losses = iteration()
     assert {'loss', 'decode.loss_ce', 'aux.loss_ce'} <= set(losses)
     assert all(math.isfinite(v) for v in losses.values())
     changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
     assert sum(changed) > 0.9 * len(changed)  # AdamW moved (nearly) every parameter
-    assert rate.grad is None or rate.grad.abs().sum() > 0
 
 
 @pytest.mark.slow
