@@ -32,8 +32,8 @@ def main(argv=None) -> int:
         sys.exit(f'error: SRC {args.src!r} is not a file')
     if os.path.exists(args.dst) and not args.force:
         sys.exit(f'error: DST {args.dst!r} exists; pass --force to overwrite it')
-    state = extract_state_dict(read_checkpoint(args.src))
     try:
+        state = extract_state_dict(read_checkpoint(args.src), source=f'SRC {args.src!r}')
         variant, converted = convert_reference_classifier(state)
     except ValueError as e:
         sys.exit(f'error: {e}')

@@ -32,7 +32,7 @@ class ACmixWindowMSA(WindowMSA):
                  qkv_bias: bool = True, qk_scale: Optional[float] = None,
                  attn_drop_rate: float = 0., proj_drop_rate: float = 0., kernel_conv: int = 3,
                  fc_bias: bool = True, init_cfg: Optional[dict] = None) -> None:
-        head_dim = check_heads('embed_dims', embed_dims, num_heads)
+        head_dim = check_heads('embed_dims', embed_dims, num_heads, heads_name='num_heads')
         check_odd_kernel('kernel_conv', kernel_conv)
         super().__init__(embed_dims, num_heads, window_size, qkv_bias, qk_scale, attn_drop_rate,
                          proj_drop_rate, init_cfg)
