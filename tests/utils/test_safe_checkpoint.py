@@ -58,7 +58,7 @@ def make_runner(work_dir, max_iters, resume=False):
                               batch_size=2, collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9)),
-        param_scheduler=dict(type='MultiStepLR', milestones=[2], by_epoch=False),
+        param_scheduler=dict(type='MultiStepLR', milestones=[1], by_epoch=False),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[RecordResume()], resume=resume, randomness=dict(seed=0))
@@ -79,7 +79,7 @@ def test_resume_under_weights_only_loading(tmp_path):
     runner.train()
     record = recorder(runner)
     # what only a real resume gives: training goes on at iteration 3, from the saved weights,
-    # momentum buffers and the learning rate after the milestone at 2 (a fresh run: 0.1)
+    # momentum buffers and the learning rate after the milestone at 1 (a fresh run: 0.1)
     assert record.trained == [3, 4]
     for key, value in state['state_dict'].items():
         torch.testing.assert_close(record.start['model'][key], value, rtol=0, atol=0)
@@ -121,7 +121,7 @@ def test_placeholder_unpickler_runs_no_code(tmp_path):
     ckpt = load_checkpoint_with_placeholders(str(path))
     assert not sentinel.exists()
     assert isinstance(ckpt['config'], UnknownPickledObject)
-    assert ckpt['config'].qualname == 'builtins.exec' and ckpt['acc'] == 81.9
+    assert ckpt['config'].qualname.endswith('.exec') and ckpt['acc'] == 81.9
     torch.testing.assert_close(ckpt['model']['layer.weight'], weights['layer.weight'])
 
 
