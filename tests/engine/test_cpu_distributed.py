@@ -56,7 +56,7 @@ def test_ranks_step_as_one_process_on_the_combined_batch(tmp_path):
     out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                           '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
                           os.path.join(ROOT, 'tests/engine/ddp_step_worker.py'), str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     ranks = [torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1)]
 
