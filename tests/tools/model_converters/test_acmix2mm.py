@@ -96,8 +96,9 @@ def test_converter_refuses_bad_input_without_touching_dst(tmp_path):
     out = convert(tmp_path / 'missing.pth', dst)
     assert out.returncode != 0 and 'is not a file' in out.stderr
     (tmp_path / 'cut.pth').write_bytes(src.read_bytes()[:100])
-    out = convert(tmp_path / 'cut.pth', dst)
-    assert out.returncode != 0 and 'cut.pth' in out.stderr and 'Traceback' not in out.stderr
+    out = convert(tmp_path / 'cut.pth', tmp_path / 'new.pth')
+    assert out.returncode != 0 and 'Traceback' not in out.stderr
+    assert "cannot read checkpoint" in out.stderr and 'cut.pth' in out.stderr
     torch.save({'model': reference_swin_state_dict(depths=(2, 2, 2, 2))}, src)
     out = convert(src, dst)
     assert out.returncode != 0 and 'pass --force' in out.stderr
