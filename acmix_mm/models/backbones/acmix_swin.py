@@ -36,6 +36,13 @@ class ACmixSwinTransformer(TrainReturnsSelfMixin, SwinTransformer):
     Shape:
         ``(B, 3, H, W)`` -> one ``(B, embed_dims * 2**i, ceil(H / 2**(i+2)), ...)`` map per out
         index, each through its own output norm ``norm{i}``.
+
+    Raises:
+        ValueError / TypeError: at construction, for any argument of the wrong type or range
+            or lengths that disagree (see :meth:`check_arguments`), naming the argument.
+
+    A ``Pretrained`` checkpoint of another ``window_size`` or ``pretrain_img_size`` loads with its
+    relative position tables and absolute position embedding resized bicubically, as mmdet does.
     """
 
     def __init__(self, acmix_cfg: Optional[dict] = None,

@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...layers import build_dep_conv, build_fc, conv_path_channels_last, shift_init_
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
-from ...layers._validation import check_heads, check_odd_kernel
+from ...layers._validation import check_heads, check_int, check_odd_kernel, check_positive_int
 
 
 class ACmixWindowMSA(WindowMSA):
@@ -128,6 +128,8 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
                  dropout_layer: dict = dict(type='DropPath', drop_prob=0.),
                  kernel_conv: int = 3, fc_bias: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
+        check_positive_int('window_size', window_size)
+        check_int('shift_size', shift_size, minimum=0, maximum=window_size - 1)
         super().__init__(embed_dims, num_heads, window_size, shift_size, qkv_bias, qk_scale,
                          attn_drop_rate, proj_drop_rate, dropout_layer, init_cfg)
         self.w_msa = ACmixWindowMSA(embed_dims, num_heads, (window_size, window_size), qkv_bias,
