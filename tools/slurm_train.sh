@@ -3,7 +3,8 @@
 #   GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py args...]
 set -euo pipefail
 if [[ $# -lt 3 || "$1" == -h || "$1" == --help ]]; then
-  echo "usage: GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py args...]" >&2
+  echo "usage: GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR]" \
+       "[train.py args...]" >&2
   exit 2
 fi
 if [[ ! -f "$3" ]]; then

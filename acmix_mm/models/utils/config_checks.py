@@ -3,7 +3,7 @@
 
 The plain-Python checks (ints, lengths, indices) are in :mod:`acmix_mm.layers._validation`.
 """
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from mmcv.cnn import build_activation_layer, build_norm_layer
 
@@ -12,13 +12,15 @@ from ...layers._validation import ArgumentTypeError, check_dict
 PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 
 
-def _check_layer_cfg(name: str, cfg: object, build, what: str) -> dict:
+def _check_layer_cfg(name: str, cfg: object, build: Callable[[dict], object],
+                     what: str) -> dict:
+    """``cfg`` is a dict with a ``type`` and ``build(dict(cfg))`` succeeds."""
     cfg = check_dict(name, cfg)
     if 'type' not in cfg:
         raise ValueError(f'`{name}` must be a dict with a `type` key (e.g. '
                          f'dict(type=...)), got {cfg!r}')
     try:
-        build()
+        build(dict(cfg))
     except Exception as e:  # the registries' KeyError, GroupNorm's ValueError, a bad kwarg, ...
         raise ValueError(f'`{name}`={cfg!r} does not build {what}: {type(e).__name__}: '
                          f'{e}') from e
@@ -28,15 +30,14 @@ def _check_layer_cfg(name: str, cfg: object, build, what: str) -> dict:
 def check_norm_cfg(name: str, cfg: object, channels: Iterable[int]) -> dict:
     """A norm config that builds a layer for every channel count the backbone uses."""
     for c in sorted(set(channels)):
-        _check_layer_cfg(name, cfg, lambda: build_norm_layer(dict(cfg), c),  # type: ignore[arg-type]
-                         f'a norm layer of {c} channels')
-    return dict(cfg)  # type: ignore[arg-type]
+        cfg = _check_layer_cfg(name, cfg, lambda d: build_norm_layer(d, c),
+                               f'a norm layer of {c} channels')
+    return cfg  # type: ignore[return-value]
 
 
 def check_act_cfg(name: str, cfg: object) -> dict:
     """An activation config that builds."""
-    return _check_layer_cfg(name, cfg, lambda: build_activation_layer(dict(cfg)),  # type: ignore[arg-type]
-                            'an activation layer')
+    return _check_layer_cfg(name, cfg, build_activation_layer, 'an activation layer')
 
 
 def check_init_cfg(init_cfg: object, pretrained: object) -> None:
