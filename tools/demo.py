@@ -71,6 +71,8 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, help='training iterations (default: the configs\')')
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
     args = parser.parse_args(argv)
+    if args.iters is not None and args.iters < 1:
+        parser.error(f'--iters must be a positive integer, got {args.iters}')
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
     import acmix_mm  # noqa: F401

@@ -2,6 +2,15 @@
 # Training on a SLURM cluster: one task per GPU, mmengine's slurm launcher.
 #   GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [train.py args...]
 set -euo pipefail
+if [[ $# -lt 3 || "$1" == -h || "$1" == --help ]]; then
+  echo "usage: GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR]" \
+       "[train.py args...]" >&2
+  exit 2
+fi
+if [[ ! -f "$3" ]]; then
+  echo "error: CONFIG '$3' does not exist" >&2
+  exit 2
+fi
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3

@@ -9,7 +9,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from ._validation import check_heads, check_odd_kernel, check_positive_int
+from ._validation import check_heads, check_input, check_odd_kernel, check_positive_int
 from .acmix_recompute import recomputed_acmix
 from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
@@ -46,12 +46,18 @@ class ACmix(nn.Module):
 
     Shape:
         ``(B, Cin, H, W) -> (B, C, ceil(H / stride), ceil(W / stride))``.
+
+    Raises:
+        ValueError / TypeError: at construction, for an argument of the wrong type or range
+            (named as above); in ``forward``, for an input that is not a non-empty
+            floating-point ``(B, Cin, H, W)`` tensor.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_att: int = 7, heads: int = 4,
                  kernel_conv: int = 3, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         check_positive_int('in_channels', in_channels)
+        check_positive_int('out_channels', out_channels)
         self.head_dim = check_heads('out_channels', out_channels, heads)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -82,9 +88,7 @@ class ACmix(nn.Module):
     init_weights = reset_parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'ACmix expects input of shape (B, {self.in_channels}, H, W), '
-                             f'got {tuple(x.shape)}')
+        check_input('ACmix', x, self.in_channels)
         if self._triton_path_applies(x):
             h, w = x.shape[-2:]
             return acmix_forward_triton(self, x, self.position_term(h, w, x.dtype, x.device))

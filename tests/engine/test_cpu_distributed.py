@@ -2,6 +2,7 @@
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +10,8 @@ from mmengine.config import Config
 
 from acmix_mm.datasets import generate
 from acmix_mm.engine import setup_cpu_distributed
+
+from .ddp_step_worker import TinyACmixNet, combined_batch, sgd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 CONFIG = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
@@ -43,6 +46,29 @@ def test_two_process_gloo_training_and_checkpoint(tmp_path):
     init_default_scope('mmseg')
     model = MODELS.build(Config.fromfile(os.path.join(ROOT, CONFIG)).model)
     model.load_state_dict(ckpt['state_dict'])  # strict: no DDP "module." prefixes
+
+
+def test_ranks_step_as_one_process_on_the_combined_batch(tmp_path):
+    """After one step both ranks hold the same parameters, equal to one process stepping on the
+    two halves together (gradients averaged across ranks, rank 0's initial weights broadcast)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [ROOT, env.get('PYTHONPATH')]))
+    out = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                          '--master_addr', '127.0.0.1', '--master_port', str(free_port()),
+                          os.path.join(ROOT, 'tests/engine/ddp_step_worker.py'), str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1)]
+
+    torch.manual_seed(0)  # rank 0's weights
+    model = TinyACmixNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train_step(combined_batch(), sgd(model))
+    after = model.state_dict()
+    assert sum(not torch.equal(after[k], before[k]) for k in after) >= len(after) - 2
+    for key, value in after.items():
+        torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0)
+        torch.testing.assert_close(ranks[0][key], value, rtol=1e-5, atol=1e-6)
 
 
 def test_setup_is_a_no_op_without_launcher():

@@ -1,5 +1,6 @@
 """tools/train.py (with --resume) and tools/test.py (with --show-dir), run as a user runs them."""
 import os
+import re
 import subprocess
 import sys
 
@@ -21,7 +22,8 @@ def test_train_resume_and_test_with_pictures(tmp_path):
     ade = generate(str(tmp_path / 'data'), num_train=4, num_val=2, size=64)['ade']
     options = [f'{k}.dataset.data_root={ade}' for k in ('train_dataloader', 'val_dataloader',
                                                         'test_dataloader')]
-    options += ['model.data_preprocessor.size=(64,64)', 'train_dataloader.batch_size=2']
+    options += ['model.data_preprocessor.size=(64,64)', 'train_dataloader.batch_size=2',
+                'default_hooks.logger.interval=1']
     work = str(tmp_path / 'work')
     out = run('train.py', CONFIG, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2',
               'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2', *options)
@@ -30,7 +32,14 @@ def test_train_resume_and_test_with_pictures(tmp_path):
               'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
               'default_hooks.checkpoint.interval=2', *options)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert 'resumed' in (out.stdout + out.stderr).lower()
+    log = out.stdout + out.stderr
+    # what only a real resume gives ("Auto resumed from the latest checkpoint None" is logged
+    # by a run that starts from scratch): the checkpoint named, its iteration restored, and
+    # training going on at iteration 3, never re-running 1 and 2
+    assert os.path.join(work, 'iter_2.pth') in log
+    assert re.search(r'resumed epoch: \d+, iter: 2\b', log)
+    trained = [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/4\]', log)]
+    assert trained == [3, 4], trained
     assert os.path.exists(os.path.join(work, 'iter_4.pth'))
 
     shows = str(tmp_path / 'shows')

@@ -57,8 +57,8 @@ def main(argv=None) -> int:
         return check(args.src)
     if os.path.exists(args.dst) and not args.force:
         sys.exit(f'error: DST {args.dst!r} exists; pass --force to overwrite it')
-    state = extract_state_dict(read_checkpoint(args.src))
     try:
+        state = extract_state_dict(read_checkpoint(args.src), source=f'SRC {args.src!r}')
         variant, converted = convert_reference_classifier(state)
     except ValueError as e:
         sys.exit(f'error: {e}')

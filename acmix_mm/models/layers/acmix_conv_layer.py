@@ -8,6 +8,7 @@ from typing import Optional, Union
 from mmengine.registry import MODELS
 
 from ...layers import ACmix
+from ...layers._validation import ArgumentTypeError, check_odd_kernel, check_positive_int
 
 
 @MODELS.register_module('ACmix')
@@ -32,10 +33,15 @@ class ACmixConv2d(ACmix):
                  heads: int = 4, kernel_att: int = 7, kernel_conv: Optional[int] = None) -> None:
         kernel_size, stride, dilation = (_square(n, v) for n, v in (
             ('kernel_size', kernel_size), ('stride', stride), ('dilation', dilation)))
-        if groups != 1:
-            raise ValueError(f'ACmix supports `groups=1` only, got groups={groups}')
+        check_odd_kernel('kernel_size', kernel_size)
+        check_positive_int('stride', stride)
+        check_positive_int('dilation', dilation)
+        if groups != 1 or isinstance(groups, bool):
+            raise ValueError(f'ACmix supports `groups=1` only, got groups={groups!r}')
+        if not isinstance(bias, bool) and bias != 'auto':
+            raise ArgumentTypeError(f"`bias` must be True, False or 'auto', got {bias!r}")
         same = dilation * (kernel_size // 2)
-        if padding not in (None, 'same', same, (same, same)):
+        if padding not in (None, 'same', same, (same, same)) or isinstance(padding, bool):
             raise ValueError(f'ACmix keeps the spatial size (ceil(H / stride)); `padding` must be '
                              f'None, "same" or {same} for kernel_size={kernel_size} and '
                              f'dilation={dilation}, got {padding!r}')
@@ -45,8 +51,10 @@ class ACmixConv2d(ACmix):
 
 
 def _square(name: str, value: Union[int, tuple]) -> int:
+    """``k`` or ``(k, k)`` -> ``k``; anything else (non-square, wrong length) a ValueError."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f'ACmix supports square `{name}` only, got {value!r}')
+            raise ValueError(f'ACmix supports square `{name}` only (an int k or a pair (k, k)), '
+                             f'got {value!r}')
         value = value[0]
     return value

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from ...layers import build_dep_conv, build_fc, conv_path_channels_last, shift_init_
 from ...layers.acmix_triton import fc_bias_map, folded_conv_weight, qkv_channel_order
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
-from ...layers._validation import check_heads, check_odd_kernel
+from ...layers._validation import check_heads, check_int, check_odd_kernel, check_positive_int
 
 
 class ACmixWindowMSA(WindowMSA):
@@ -33,7 +33,7 @@ class ACmixWindowMSA(WindowMSA):
                  qkv_bias: bool = True, qk_scale: Optional[float] = None,
                  attn_drop_rate: float = 0., proj_drop_rate: float = 0., kernel_conv: int = 3,
                  fc_bias: bool = True, init_cfg: Optional[dict] = None) -> None:
-        head_dim = check_heads('embed_dims', embed_dims, num_heads)
+        head_dim = check_heads('embed_dims', embed_dims, num_heads, heads_name='num_heads')
         check_odd_kernel('kernel_conv', kernel_conv)
         super().__init__(embed_dims, num_heads, window_size, qkv_bias, qk_scale, attn_drop_rate,
                          proj_drop_rate, init_cfg)
@@ -129,6 +129,8 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
                  dropout_layer: dict = dict(type='DropPath', drop_prob=0.),
                  kernel_conv: int = 3, fc_bias: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
+        check_positive_int('window_size', window_size)
+        check_int('shift_size', shift_size, minimum=0, maximum=window_size - 1)
         super().__init__(embed_dims, num_heads, window_size, shift_size, qkv_bias, qk_scale,
                          attn_drop_rate, proj_drop_rate, dropout_layer, init_cfg)
         self.w_msa = ACmixWindowMSA(embed_dims, num_heads, (window_size, window_size), qkv_bias,

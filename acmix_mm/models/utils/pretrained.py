@@ -43,26 +43,56 @@ class PretrainedReport:
         return '; '.join(lines)
 
 
+def _is_local(filename: str) -> bool:
+    return '://' not in filename
+
+
 def read_checkpoint(filename: str, map_location: str = 'cpu') -> dict:
     """Reads a checkpoint with mmengine's loaders (local paths and URLs), weights only.
 
     A local file that also holds objects of other classes (the released ACmix checkpoints keep
     the training code's config object) is read with those objects as inert placeholders.
+
+    Raises:
+        FileNotFoundError: a local path that is not a file.
+        ValueError: a file that is empty, truncated or not a checkpoint, or one that holds no
+            dict. Every message names the file.
     """
+    if not isinstance(filename, (str, os.PathLike)):
+        raise TypeError(f'checkpoint must be a path or URL (str), got {filename!r}')
+    filename = os.fspath(filename)
+    if _is_local(filename) and not os.path.isfile(filename):
+        raise FileNotFoundError(f'checkpoint file {filename!r} ' + (
+            'is a directory, not a file' if os.path.isdir(filename) else 'does not exist'))
+    if _is_local(filename) and os.path.getsize(filename) == 0:
+        raise ValueError(f'checkpoint file {filename!r} is empty (0 bytes)')
     allow_mmengine_checkpoint_globals()
     try:
-        return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-    except pickle.UnpicklingError:
-        if not os.path.isfile(filename):
-            raise
-        return load_checkpoint_with_placeholders(filename, map_location)
+        try:
+            checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+        except pickle.UnpicklingError:
+            if not _is_local(filename):
+                raise
+            checkpoint = load_checkpoint_with_placeholders(filename, map_location)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+            AttributeError, IndexError, TypeError) as e:
+        raise ValueError(f'cannot read checkpoint {filename!r}: not a PyTorch checkpoint, or a '
+                         f'truncated one ({type(e).__name__}: {str(e)[:300]})') from e
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'checkpoint {filename!r} holds a {type(checkpoint).__name__}, not a '
+                         f'dict of tensors (a state dict, or a dict with "state_dict" / "model")')
+    return checkpoint
 
 
-def extract_state_dict(checkpoint: dict, prefix: Optional[str] = None) -> StateDict:
+def extract_state_dict(checkpoint: dict, prefix: Optional[str] = None,
+                       source: str = 'checkpoint') -> StateDict:
     """The tensors of a checkpoint: its ``state_dict`` or ``model`` entry, or itself.
 
     ``module.`` (DataParallel) is stripped; with ``prefix`` (e.g. ``'backbone.'``) only the keys
     under it are kept, without it.
+
+    Raises:
+        ValueError: naming ``source``, when no tensor is left.
     """
     for entry in ('state_dict', 'model'):
         if isinstance(checkpoint.get(entry), dict):
@@ -72,6 +102,19 @@ def extract_state_dict(checkpoint: dict, prefix: Optional[str] = None) -> StateD
              if isinstance(v, torch.Tensor)}
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f'{source} holds no tensors' + (f' under prefix {prefix!r}' if prefix
+                                                         else '') +
+                         f'; its entries: {sorted(map(str, checkpoint))[:10]}')
+    return state
+
+
+def strip_backbone_prefix(module: nn.Module, state: StateDict) -> StateDict:
+    """``state`` without ``backbone.`` when only that way its keys name ``module``'s tensors (a
+    detector's or classifier's checkpoint given to the backbone)."""
+    own = module.state_dict()
+    if not any(k in own for k in state) and any(k.startswith('backbone.') for k in state):
+        return {k[9:]: v for k, v in state.items() if k.startswith('backbone.')}
     return state
 
 
@@ -89,8 +132,7 @@ def load_matching_weights(module: nn.Module, state: StateDict, source: str = 'ch
         ValueError: when not a single tensor matches.
     """
     own = module.state_dict()
-    if not any(k in own for k in state) and any(k.startswith('backbone.') for k in state):
-        state = {k[9:]: v for k, v in state.items() if k.startswith('backbone.')}
+    state = strip_backbone_prefix(module, state)
     report = PretrainedReport()
     matched = {}
     for key, value in state.items():
@@ -103,8 +145,9 @@ def load_matching_weights(module: nn.Module, state: StateDict, source: str = 'ch
             report.loaded.append(key)
     if not matched:
         raise ValueError(
-            f'{source} matches no parameter of {type(module).__name__}: checkpoint keys start '
-            f'with {sorted(state)[:5]}, the model expects e.g. {sorted(own)[:5]}')
+            f'checkpoint {source!r} matches no parameter of {type(module).__name__} (a checkpoint '
+            f'of another architecture?): its keys start with {sorted(state)[:5]}, the model '
+            f'expects e.g. {sorted(own)[:5]}')
     report.from_scratch = [k for k in own if k not in matched and
                            not k.endswith(DERIVED_BUFFERS)]
     module.load_state_dict(matched, strict=False)

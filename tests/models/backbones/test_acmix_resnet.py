@@ -118,19 +118,6 @@ def test_with_cp_gives_same_outputs_and_grads():
                                ckpt.layer2[0].conv2.fc.weight.grad)
 
 
-@pytest.mark.parametrize('kwargs,match', [
-    (dict(depth=18), r'`depth` of ACmixResNet must be one of \[26, 38, 50, 101, 152\]'),
-    (dict(depth=50, acmix_cfg=dict(head=4)), r"unknown `acmix_cfg` keys \['head'\]"),
-    (dict(depth=50, acmix_cfg=dict(heads=5)), r'`heads` \(5\) must divide'),
-    (dict(depth=50, acmix_cfg=dict(kernel_att=6)), '`kernel_att` must be an odd'),
-    (dict(depth=50, dcn=dict(type='DCNv2')), '`dcn` and `stage_with_dcn` must be left unset'),
-    (dict(depth=50, num_stages=5), '`num_stages` must be 1, 2, 3 or 4'),
-])
-def test_bad_settings(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        ACmixResNet(**kwargs)
-
-
 def test_acmix_as_dcn_in_mmdet_resnet():
     model = MMDetResNet(depth=50, dcn=dict(type='ACmix', heads=2),
                         stage_with_dcn=(False, True, True, True))

@@ -165,13 +165,3 @@ def test_frozen_stages_are_frozen():
             torch.testing.assert_close(v, b[k])
     assert model.stages[1].blocks[0].attn.w_msa.fc.weight.requires_grad
 
-
-@pytest.mark.parametrize('kwargs,match', [
-    (dict(acmix_cfg=dict(kernel=3)), r"unknown `acmix_cfg` keys \['kernel'\]"),
-    (dict(acmix_cfg=dict(kernel_conv=4)), '`kernel_conv` must be an odd'),
-    (dict(acmix_cfg=dict(fc_bias='yes')), '`acmix_cfg.fc_bias` must be True or False'),
-    (dict(embed_dims=30, num_heads=(4, 6, 12, 24)), r'`heads` \(4\) must divide `embed_dims`'),
-])
-def test_bad_settings(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        ACmixSwinTransformer(**kwargs)

@@ -11,21 +11,13 @@ from acmix_mm.models.backbones import ACmixResNet
 from spec_reference import reference_swin_state_dict, spec_acmix_swin_classifier
 
 from ...models.backbones.test_acmix_resnet import randomise_, spec_resnet_forward
+from ...utils.test_safe_checkpoint import SentinelPayload
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-SIDE_EFFECTS = []
 
-
-def _record(*args):
-    SIDE_EFFECTS.append(args)
-    return dict(args=args)
-
-
-class TrainingConfig:
-    """Stands for the yacs config object that the reference training code pickles."""
-
-    def __reduce__(self):
-        return (_record, ('code from the checkpoint ran', ))
+# Stands for the yacs config object that the reference training code pickles; unpickling it
+# would create a sentinel file, which the test looks for after the converter's process ended.
+TrainingConfig = SentinelPayload
 
 
 def convert(src, dst, *extra):
@@ -46,11 +38,12 @@ def test_swin_tiny_release_converts_and_gives_reference_logits(tmp_path):
     sd = reference_swin_state_dict(embed=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24),
                                    classes=1000)
     src, dst = tmp_path / 'acmix_swin_tiny.pth', tmp_path / 'converted.pth'
-    torch.save({'model': sd, 'config': TrainingConfig(), 'max_accuracy': 81.9}, src)
+    sentinel = tmp_path / 'code_ran'
+    torch.save({'model': sd, 'config': TrainingConfig(sentinel), 'max_accuracy': 81.9}, src)
     out = convert(src, dst)
     assert out.returncode == 0, out.stderr
     assert 'reference ACmix-swin' in out.stdout and 'norm.weight -> backbone.norm3.weight' in out.stdout
-    assert SIDE_EFFECTS == []
+    assert not sentinel.exists()
 
     model = build_classifier('acmix-swin-tiny_16xb64_in1k.py')
     missing, unexpected = model.load_state_dict(torch.load(dst)['state_dict'], strict=False)
@@ -74,9 +67,11 @@ def test_resnet_release_converts_and_gives_reference_logits(tmp_path):
                 m.dep_conv.bias.zero_()
     state['module.fc.weight'], state['module.fc.bias'] = torch.randn(1000, 2048), torch.randn(1000)
     src, dst = tmp_path / 'acmix_resnet26.pth.tar', tmp_path / 'converted.pth'
-    torch.save({'state_dict': state, 'epoch': 100}, src)
+    sentinel = tmp_path / 'code_ran'
+    torch.save({'state_dict': state, 'epoch': 100, 'config': TrainingConfig(sentinel)}, src)
     out = convert(src, dst)
     assert out.returncode == 0, out.stderr
+    assert not sentinel.exists()
     assert 'reference ACmix-resnet' in out.stdout and 'zero dep_conv.bias added: 8' in out.stdout
 
     model = build_classifier('acmix-resnet26_8xb32_in1k.py')
@@ -100,6 +95,10 @@ def test_converter_refuses_bad_input_without_touching_dst(tmp_path):
     dst.write_bytes(b'precious')
     out = convert(tmp_path / 'missing.pth', dst)
     assert out.returncode != 0 and 'is not a file' in out.stderr
+    (tmp_path / 'cut.pth').write_bytes(src.read_bytes()[:100])
+    out = convert(tmp_path / 'cut.pth', tmp_path / 'new.pth')
+    assert out.returncode != 0 and 'Traceback' not in out.stderr
+    assert "cannot read checkpoint" in out.stderr and 'cut.pth' in out.stderr
     torch.save({'model': reference_swin_state_dict(depths=(2, 2, 2, 2))}, src)
     out = convert(src, dst)
     assert out.returncode != 0 and 'pass --force' in out.stderr

@@ -1,0 +1,56 @@
+"""Every tool, called without its arguments or with bad ones, prints its usage or a clear error
+(never a traceback or bash's "unbound variable") and exits non-zero."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+CONFIG = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
+PY = [sys.executable]
+
+CASES = [
+    # command, a word the output must contain
+    (['bash', 'tools/dist_train.sh'], 'usage: bash tools/dist_train.sh CONFIG NPROC'),
+    (['bash', 'tools/dist_train.sh', CONFIG], 'usage: bash tools/dist_train.sh CONFIG NPROC'),
+    (['bash', 'tools/dist_train.sh', '--help'], 'usage: bash tools/dist_train.sh CONFIG NPROC'),
+    (['bash', 'tools/dist_train.sh', CONFIG, 'two'], "NPROC (processes per node) must be a "
+                                                     "positive integer, got 'two'"),
+    (['bash', 'tools/dist_train.sh', CONFIG, '0'], 'NPROC'),
+    (['bash', 'tools/dist_train.sh', 'configs/nope.py', '2'], "CONFIG 'configs/nope.py' does "
+                                                              'not exist'),
+    (['bash', 'tools/dist_test.sh'], 'usage: bash tools/dist_test.sh CONFIG CHECKPOINT NPROC'),
+    (['bash', 'tools/dist_test.sh', CONFIG, 'x.pth'], 'usage: bash tools/dist_test.sh'),
+    (['bash', 'tools/dist_test.sh', CONFIG, 'x.pth', '-1'], 'NPROC'),
+    (['bash', 'tools/dist_launch.sh'], 'usage: bash tools/dist_launch.sh SCRIPT NPROC'),
+    (['bash', 'tools/dist_launch.sh', 'nope.py', '2', CONFIG], "SCRIPT 'nope.py'"),
+    (['bash', 'tools/slurm_train.sh'], 'usage: GPUS=16 bash tools/slurm_train.sh PARTITION'),
+    (['bash', 'tools/slurm_train.sh', 'p', 'job', 'configs/nope.py'], "'configs/nope.py'"),
+    (PY + ['tools/train.py'], 'usage: train.py'),
+    (PY + ['tools/train.py', CONFIG, '--no-such-option'], 'unrecognized arguments'),
+    (PY + ['tools/train.py', 'configs/nope.py'], "config 'configs/nope.py' does not exist"),
+    (PY + ['tools/test.py'], 'usage: test.py'),
+    (PY + ['tools/test.py', CONFIG], 'the following arguments are required: checkpoint'),
+    (PY + ['tools/test.py', CONFIG, 'missing.pth'], "checkpoint 'missing.pth' does not exist"),
+    (PY + ['tools/demo.py', '--iters', '0'], '--iters must be a positive integer'),
+    (PY + ['tools/demo.py', '--iters', 'ten'], "invalid int value: 'ten'"),
+    (PY + ['tools/model_converters/acmix2mm.py'], 'usage: acmix2mm.py'),
+    (PY + ['tools/model_converters/acmix2mm.py', 'missing.pth', 'out.pth'], 'is not a file'),
+    (PY + ['tools/analysis_tools/plot_curves.py'], 'usage: plot_curves.py'),
+    (PY + ['tools/analysis_tools/plot_curves.py', 'missing.json'], "'missing.json' does not "
+                                                                   'exist'),
+    (PY + ['tools/analysis_tools/model_table.py', '--no-such-option'], 'usage: model_table.py'),
+    (PY + ['tools/analysis_tools/benchmark_backbones.py', '--cases', 'nope'], 'invalid choice'),
+    (PY + ['tools/analysis_tools/benchmark_detector.py', '--batch', 'two'], 'invalid int value'),
+]
+
+
+@pytest.mark.parametrize('command,word', CASES, ids=[' '.join(c[1:])[:70] for c, _ in CASES])
+def test_bad_call_prints_usage_or_clear_error(command, word):
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text[-2000:]
+    assert word in text, text[-2000:]
+    assert 'Traceback' not in text and 'unbound variable' not in text, text[-2000:]
