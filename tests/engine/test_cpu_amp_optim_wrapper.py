@@ -1,5 +1,6 @@
 """Mixed precision on the CPU: a bfloat16-autocast training step of both backbones gives finite
-losses and gradients and outputs within 2e-2 of float32; tools/train.py --amp trains with it."""
+losses and gradients and outputs within 2e-2 of float32 (relative to each output's norm);
+tools/train.py --amp trains with it."""
 import copy
 import os
 import subprocess
@@ -26,7 +27,9 @@ BACKBONES = {
 
 def training_step(model, x, optim_wrapper):
     """Forward in the wrapper's context, a loss over every output, backward and update;
-    returns the outputs (float32) and the gradients (before the update)."""
+    returns the outputs (float32) and the gradients (before the update). The generator is
+    seeded first, so that both precisions drop the same paths (Swin's stochastic depth)."""
+    torch.manual_seed(1)
     with optim_wrapper.optim_context(model):
         outs = model(x)
         loss = sum((o.float() ** 2).mean() for o in outs)
@@ -40,7 +43,9 @@ def training_step(model, x, optim_wrapper):
 @pytest.mark.parametrize('name', list(BACKBONES))
 def test_bfloat16_training_step_is_finite_and_close_to_float32(name):
     torch.manual_seed(0)
-    model = BACKBONES[name]().train()
+    model = BACKBONES[name]()
+    model.init_weights()
+    model.train()
     reference = copy.deepcopy(model)
     x = torch.randn(2, 3, 64, 64)
     amp = CPUAmpOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.01))
@@ -53,8 +58,8 @@ def test_bfloat16_training_step_is_finite_and_close_to_float32(name):
 
     assert torch.isfinite(loss) and len(grads) == len(grads32) > 0
     assert all(torch.isfinite(g).all() for g in grads)
-    for out, out32 in zip(outs, outs32):
-        rel = ((out - out32).abs().max() / out32.abs().max()).item()
+    for out, out32 in zip(outs, outs32):  # every stage, relative to its norm
+        rel = ((out - out32).norm() / out32.norm()).item()
         assert rel < RTOL, rel
 
 

@@ -15,6 +15,7 @@ import torch
 from mmengine.runner import Runner
 
 import acmix_mm  # noqa: F401  (weights-only loaders)
+from acmix_mm.datasets import generate
 from acmix_mm.models.backbones import ACmixResNet, ACmixSwinTransformer
 from acmix_mm.utils import UnknownObjectsWarning
 
@@ -91,10 +92,12 @@ def test_runner_load_from_and_resume_refuse(crafted, tmp_path, resume):
 
 def test_tools_test_checkpoint_refuses(crafted, tmp_path):
     path, sentinel = crafted
+    ade = generate(str(tmp_path / 'data'), num_train=1, num_val=1, size=64)['ade']
     config = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
     out = subprocess.run([sys.executable, 'tools/test.py', config, str(path), '--work-dir',
-                          str(tmp_path / 'work')], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+                          str(tmp_path / 'work'), '--cfg-options',
+                          f'test_dataloader.dataset.data_root={ade}'], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert f'{path}: refused to load' in out.stderr, out.stderr[-2000:]
     assert not sentinel.exists()
