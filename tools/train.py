@@ -1,5 +1,8 @@
 """Train with mmengine's Runner: any acmix_mm config (mmdet, mmseg or mmpretrain based).
 
+ExactResumeHook is added to every config that does not name it (random states saved with each
+checkpoint, so that ``--resume`` after a kill repeats the interrupted run exactly).
+
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                                  [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 """
@@ -16,7 +19,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file path')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from CKPT, or from the latest checkpoint of the work dir')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision: float16 with loss scaling on a GPU, '
+                        'bfloat16 autocast on the CPU')
     add_common_args(parser)
     return parser.parse_args(argv)
 
