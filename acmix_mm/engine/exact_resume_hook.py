@@ -194,10 +194,15 @@ def is_complete_checkpoint(path: str) -> bool:
 
 def enable_exact_resume(cfg) -> bool:
     """Adds :class:`ExactResumeHook` to the mmengine config ``cfg`` as
-    ``default_hooks.exact_resume`` unless the config names it already (also ``None``, which
-    turns it off) or lists it in ``custom_hooks``. Returns whether it was added."""
+    ``default_hooks.exact_resume`` unless the config names it already or lists it in
+    ``custom_hooks``; ``default_hooks.exact_resume=None`` turns it off (the entry is removed,
+    since mmengine accepts ``None`` only for its own default hooks). Returns whether it was
+    added."""
     default_hooks = cfg.setdefault('default_hooks', {})
     custom = [h.get('type') for h in cfg.get('custom_hooks') or []]
+    if 'exact_resume' in default_hooks and default_hooks['exact_resume'] is None:
+        default_hooks.pop('exact_resume')
+        return False
     if 'exact_resume' in default_hooks or 'ExactResumeHook' in custom:
         return False
     default_hooks['exact_resume'] = dict(type='ExactResumeHook')

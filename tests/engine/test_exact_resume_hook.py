@@ -130,3 +130,15 @@ def test_random_states_round_trip():
     draw()
     restore_random_states(states)
     assert draw() == expected
+
+
+def test_enable_exact_resume():
+    from mmengine.config import Config
+
+    from acmix_mm.engine import enable_exact_resume
+    cfg = Config(dict(default_hooks=dict(logger=dict(type='LoggerHook'))))
+    assert enable_exact_resume(cfg) and cfg.default_hooks.exact_resume.type == 'ExactResumeHook'
+    off = Config(dict(default_hooks=dict(exact_resume=None)))
+    assert not enable_exact_resume(off) and 'exact_resume' not in off.default_hooks
+    listed = Config(dict(custom_hooks=[dict(type='ExactResumeHook')]))
+    assert not enable_exact_resume(listed) and 'exact_resume' not in listed.default_hooks
