@@ -90,6 +90,7 @@ def test_runner_load_from_and_resume_refuse(crafted, tmp_path, resume):
     assert not sentinel.exists()
 
 
+@pytest.mark.slow
 def test_tools_test_checkpoint_refuses(crafted, tmp_path):
     path, sentinel = crafted
     ade = generate(str(tmp_path / 'data'), num_train=1, num_val=1, size=64)['ade']
