@@ -1,5 +1,8 @@
 """Train with mmengine's Runner: any acmix_mm config (mmdet, mmseg or mmpretrain based).
 
+ExactResumeHook is added to every config that does not name it (random states saved with each
+checkpoint, so that ``--resume`` after a kill repeats the interrupted run exactly).
+
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                                  [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 """
@@ -16,30 +19,36 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file path')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from CKPT, or from the latest checkpoint of the work dir')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision: float16 with loss scaling on a GPU, '
+                        'bfloat16 autocast on the CPU')
     add_common_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    import torch
+    from mmengine.logging import print_log
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from acmix_mm.engine import load_run_config, setup_cpu_distributed
+    from acmix_mm.engine import (configure_amp, enable_exact_resume, load_run_config,
+                                 setup_cpu_distributed)
     try:
         cfg = load_run_config(args.config, args.work_dir, args.launcher, args.cfg_options,
                               args.local_rank)
     except FileNotFoundError as e:
         sys.exit(f'error: {e}')
-    if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    amp_note = configure_amp(cfg, torch.cuda.is_available()) if args.amp else None
+    enable_exact_resume(cfg)
     if args.resume:
         cfg.resume = True
         cfg.load_from = None if args.resume == 'auto' else args.resume
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if amp_note:
+        print_log(amp_note, logger='current')
     runner.train()
 
 

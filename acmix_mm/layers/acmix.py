@@ -25,9 +25,21 @@ def position_grid(height: int, width: int, dtype: torch.dtype,
     Returns:
         ``(1, 2, H, W)``.
     """
-    loc_w = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=device).expand(height, width)
-    loc_h = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=device)[:, None].expand(height, width)
+    line = _symbolic_linspace if torch.onnx.is_in_onnx_export() else _linspace
+    loc_w = line(width, dtype, device).expand(height, width)
+    loc_h = line(height, dtype, device)[:, None].expand(height, width)
     return torch.stack([loc_w, loc_h]).unsqueeze(0)
+
+
+def _linspace(steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.linspace(-1.0, 1.0, steps, dtype=dtype, device=device)
+
+
+def _symbolic_linspace(steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``linspace(-1, 1, steps)`` (to round-off) from tensor operations only, so that ONNX
+    export keeps ``steps`` dynamic (``torch.linspace`` fixes it to the example's size)."""
+    i = torch.arange(steps, dtype=dtype, device=device)
+    return i * 2.0 / i.max().clamp(min=1.0) - 1.0
 
 
 class ACmix(nn.Module):

@@ -1,4 +1,13 @@
-"""Weights-only checkpoint loading for mmengine checkpoints under torch >= 2.6.
+"""Weights-only checkpoint loading: no code from a checkpoint, on every path.
+
+:func:`register_weights_only_loaders` (run on ``import acmix_mm``) makes mmengine's
+``CheckpointLoader`` read local files and URLs with ``weights_only=True`` whatever torch's
+default (torch < 2.6 and ``torch.hub.load_state_dict_from_url`` default to full unpickling); a
+refusal names the file. :func:`load_checkpoint_with_placeholders` reads files that hold foreign
+objects (the released ACmix checkpoints' config) with a restricted unpickler and warns, naming
+the file.
+
+Weights-only loading of mmengine checkpoints under torch >= 2.6:
 
 torch loads with ``weights_only=True`` by default and mmengine 0.10.7 calls ``torch.load`` without
 the argument, so resuming a run fails on the non-tensor objects that mmengine itself writes
@@ -6,8 +15,11 @@ the argument, so resuming a run fails on the non-tensor objects that mmengine it
 methods, config dicts). Rather than turning arbitrary unpickling back on, the exact classes those
 checkpoints hold are allow-listed, and ``getattr`` resolves only ``HistoryBuffer``'s methods.
 """
+import os
 import pickle
-from typing import List
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, Set
 
 import numpy as np
 import torch
@@ -75,28 +87,105 @@ def _allowed_globals() -> dict:
     return allowed
 
 
-class _PlaceholderUnpickler(pickle.Unpickler):
-    """Resolves torch's allow-listed globals; anything else becomes an
-    :class:`UnknownPickledObject` subclass, so no foreign code is imported or called."""
+def _placeholder_pickle_module(unknown: Set[str]):
+    """The ``pickle_module`` protocol that ``torch.load`` uses, with an unpickler that resolves
+    torch's allow-listed globals and turns anything else into an :class:`UnknownPickledObject`
+    subclass (recording its name in ``unknown``), so no foreign code is imported or called."""
 
-    def find_class(self, module: str, name: str):
-        allowed = _allowed_globals().get(f'{module}.{name}')
-        if allowed is not None:
-            return allowed
-        return type(name, (UnknownPickledObject, ), {'qualname': f'{module}.{name}'})
+    class PlaceholderUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            allowed = _allowed_globals().get(f'{module}.{name}')
+            if allowed is not None:
+                return allowed
+            unknown.add(f'{module}.{name}')
+            return type(name, (UnknownPickledObject, ), {'qualname': f'{module}.{name}'})
 
+    class PlaceholderPickleModule:
+        Unpickler = PlaceholderUnpickler
+        load = staticmethod(lambda f, **kw: PlaceholderUnpickler(f, **kw).load())
+        __name__ = 'acmix_mm_placeholder_pickle'
 
-class _PlaceholderPickleModule:
-    """The ``pickle_module`` protocol that ``torch.load`` uses, with the restricted unpickler."""
-    Unpickler = _PlaceholderUnpickler
-    load = staticmethod(lambda f, **kw: _PlaceholderUnpickler(f, **kw).load())
-    __name__ = 'acmix_mm_placeholder_pickle'
+    return PlaceholderPickleModule
 
 
 def load_checkpoint_with_placeholders(path: str, map_location='cpu') -> dict:
     """Reads a checkpoint that holds non-tensor objects of unknown classes (such as the released
     ACmix checkpoints' config object) without executing pickled code: tensors and allow-listed
-    containers load as usual, the rest as inert :class:`UnknownPickledObject` placeholders."""
+    containers load as usual, the rest as inert :class:`UnknownPickledObject` placeholders, and
+    a warning names the file and those classes."""
     allow_mmengine_checkpoint_globals()
-    return torch.load(path, map_location=map_location, weights_only=False,
-                      pickle_module=_PlaceholderPickleModule)
+    unknown: Set[str] = set()
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False,
+                            pickle_module=_placeholder_pickle_module(unknown))
+    if unknown:
+        warnings.warn(f'{path}: pickled objects of {len(unknown)} classes that are not weights '
+                      f'({", ".join(sorted(unknown))}) were read as inert placeholders; none of '
+                      'their code ran', UnknownObjectsWarning, stacklevel=2)
+    return checkpoint
+
+
+class UnknownObjectsWarning(UserWarning):
+    """A checkpoint held pickled objects that were read as placeholders."""
+
+
+def load_weights_only(filename: str, map_location=None) -> dict:
+    """``torch.load(weights_only=True)`` with :func:`mmengine_checkpoint_globals` allowed,
+    whatever torch's default; a refused object raises ``pickle.UnpicklingError`` naming the
+    file."""
+    allow_mmengine_checkpoint_globals()
+    with _refusal_names(filename):
+        return torch.load(filename, map_location=map_location, weights_only=True)
+
+
+@contextmanager
+def _refusal_names(filename: str) -> Iterator[None]:
+    """Re-raises torch's weights-only refusal with the file's name in front."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        raise pickle.UnpicklingError(
+            f'{filename}: refused to load, it holds pickled objects that are not weights '
+            f'(nothing was executed): {e}') from e
+
+
+def load_from_local(filename: str, map_location=None) -> dict:
+    """mmengine's local checkpoint loader, weights-only (see :func:`load_weights_only`)."""
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return load_weights_only(filename, map_location)
+
+
+def load_from_http(filename: str, map_location=None, model_dir: Optional[str] = None,
+               progress: bool = False) -> dict:
+    """mmengine's http(s) checkpoint loader (rank 0 downloads first), weights-only: mmengine
+    0.10.7's calls ``torch.hub.load_state_dict_from_url``, whose default is
+    ``weights_only=False``."""
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+
+    def load() -> dict:
+        allow_mmengine_checkpoint_globals()
+        with _refusal_names(filename):
+            return torch.hub.load_state_dict_from_url(filename, model_dir=model_dir,
+                                                      map_location=map_location,
+                                                      progress=progress, weights_only=True)
+
+    checkpoint = load() if rank == 0 else None
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            checkpoint = load()
+    return checkpoint
+
+
+def register_weights_only_loaders() -> None:
+    """Makes mmengine's ``CheckpointLoader`` (``load_from``, ``resume``, ``init_cfg``
+    ``Pretrained``, ``tools/test.py``) read local files and http(s) URLs weights-only. The
+    ``torchvision://`` and ``open-mmlab://`` schemes call mmengine's module-level
+    ``load_from_http``, which is pointed at the same loader."""
+    from mmengine.runner import checkpoint as mm_checkpoint
+    mm_checkpoint.CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    mm_checkpoint.CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
+                                                   loader=load_from_http, force=True)
+    mm_checkpoint.load_from_http = load_from_http

@@ -62,7 +62,9 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=10.))
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1),
+    # random states saved with every checkpoint: a resumed run repeats the interrupted one
+    exact_resume=dict(type='ExactResumeHook'))
 log_processor = dict(by_epoch=False)
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(vis_backends=vis_backends)

@@ -61,7 +61,9 @@ optim_wrapper = dict(
     }))
 default_hooks = dict(
     logger=dict(interval=20, log_metric_by_epoch=False),
-    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1),
+    # random states saved with every checkpoint: a resumed run repeats the interrupted one
+    exact_resume=dict(type='ExactResumeHook'))
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(vis_backends=vis_backends)
 randomness = dict(seed=0)

@@ -41,8 +41,9 @@ def reflect_pad2d(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def output_size(size: int, stride: int) -> int:
-    """Queries sit at ``0, stride, 2*stride, ...``: ``ceil(size / stride)`` of them."""
-    return -(-size // stride)
+    """Queries sit at ``0, stride, 2*stride, ...``: ``ceil(size / stride)`` of them (floor
+    division of non-negative numbers only: ONNX export turns ``//`` into a truncating ``Div``)."""
+    return (size + stride - 1) // stride
 
 
 def _window_views(padded: torch.Tensor, out_hw: Tuple[int, int], kernel: int, stride: int,
