@@ -7,6 +7,10 @@ also registers the backbones in the MODELS registries of mmdet, mmseg and mmpret
 """
 import importlib.util
 
+from ._torchvision_warning import silence_torchvision_image_extension_warning
+
+silence_torchvision_image_extension_warning()  # before anything imports torchvision
+
 __version__ = '0.1.0'
 
 if importlib.util.find_spec('mmengine') is not None:
