@@ -52,6 +52,7 @@ def run_job(name, config, data_root, keys, out, iters):
     start = time.perf_counter()
     runner = make_runner(osp.join(out, name))
     runner.train()
+    train_seconds = time.perf_counter() - start
     after = runner.test()
     minutes = (time.perf_counter() - start) / 60
     scalars = osp.join(runner.log_dir, 'vis_data', 'scalars.json')
@@ -59,6 +60,7 @@ def run_job(name, config, data_root, keys, out, iters):
     plot_curves(scalars, curves, title=f'{name}: {osp.basename(config)}')
     images = save_predictions(runner, osp.join(out, name, 'predictions'))
     result = dict(config=config, train_minutes=round(minutes, 2),
+                  seconds_per_iter=round(train_seconds / runner.iter, 3), iters=runner.iter,
                   untrained={k: float(before[k]) for k in keys},
                   trained={k: float(after[k]) for k in keys},
                   loss_curves=curves, predictions=images)
@@ -71,6 +73,7 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, help='training iterations (default: the configs\')')
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
     import acmix_mm  # noqa: F401
@@ -85,10 +88,11 @@ def main(argv=None):
     for name, r in results.items():
         for key in r['trained']:
             print(f'{name:13s} {key:15s} {r["untrained"][key]:.3f} -> {r["trained"][key]:.3f}  '
-                  f'({r["train_minutes"]:.1f} min of training)')
+                  f'({r["iters"]} iterations, {r["train_minutes"]:.1f} min to train and test)')
         print(f'{"":13s} loss curves: {r["loss_curves"]}; predictions: '
               f'{osp.dirname(r["predictions"][0])}/')
-    print(f'all results: {osp.join(args.out, "results.json")}')
+    print(f'all results: {osp.join(args.out, "results.json")}; the main job took '
+          f'{(time.perf_counter() - start) / 60:.1f} min')
 
 
 if __name__ == '__main__':

@@ -2,5 +2,6 @@
 from ..utils import allow_mmengine_checkpoint_globals
 from .backbones import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
+from .losses import *  # noqa: F401,F403
 
 allow_mmengine_checkpoint_globals()
