@@ -2,7 +2,7 @@
 ACmix-Swin on the CPU, evaluate each with its framework's metric (COCO AP through pycocotools,
 mIoU), compare with the same model untrained, and save loss curves and prediction images.
 
-    python tools/demo.py [--out work_dirs/demo] [--iters N]
+    python tools/demo.py [--out work_dirs/demo] [--iters N] [--num-train N]
 """
 import argparse
 import json
@@ -72,13 +72,15 @@ def main(argv=None):
     parser.add_argument('--out', default='work_dirs/demo', help='output folder')
     parser.add_argument('--iters', type=int, help='training iterations (default: the configs\')')
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
+    parser.add_argument('--num-train', type=int, default=800,
+                        help='training images to generate (the validation split has 40)')
     args = parser.parse_args(argv)
     start = time.perf_counter()
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
     import acmix_mm  # noqa: F401
     from acmix_mm.datasets import generate
-    paths = generate(args.data_root)
+    paths = generate(args.data_root, num_train=args.num_train)
     print(f'demo data: {paths["coco"]} (COCO instances), {paths["ade"]} (ADE20K layout)')
     results = {name: run_job(name, config, paths[data], keys, args.out, args.iters)
                for name, config, data, keys in JOBS}
