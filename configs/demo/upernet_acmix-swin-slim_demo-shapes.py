@@ -12,7 +12,7 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         type='ACmixSwinTransformer', embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
-        drop_path_rate=0., init_cfg=None),
+        drop_path_rate=0.1, init_cfg=None),
     # background covers ~90% of the pixels: weight it down so that the shapes are learnt quickly.
     # mmseg's CrossEntropyLoss fails on class weights where a batch holds padding (images smaller
     # than crop_size); IgnoreAwareCrossEntropyLoss is the same loss with that fixed.
@@ -51,14 +51,14 @@ val_dataloader = dict(
                  pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-max_iters = 1000
+max_iters = 500
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=30, end=max_iters, eta_min=1e-5)
 ]
 optim_wrapper = dict(
-    optimizer=dict(lr=1e-3, weight_decay=0.01),
+    optimizer=dict(lr=4e-3, weight_decay=0.01),
     paramwise_cfg=dict(custom_keys={
         'absolute_pos_embed': dict(decay_mult=0.),
         'relative_position_bias_table': dict(decay_mult=0.),
