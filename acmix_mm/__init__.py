@@ -13,6 +13,10 @@ not loaded mmengine imports no OpenMMLab package (the package is then only the p
 import importlib.util
 import sys
 
+from ._torchvision_warning import silence_torchvision_image_extension_warning
+
+silence_torchvision_image_extension_warning()  # before anything imports torchvision
+
 __version__ = '0.1.0'
 
 

@@ -2,7 +2,7 @@
 ACmix-Swin on the CPU, evaluate each with its framework's metric (COCO AP through pycocotools,
 mIoU), compare with the same model untrained, and save loss curves and prediction images.
 
-    python tools/demo.py [--out work_dirs/demo] [--iters N]
+    python tools/demo.py [--out work_dirs/demo] [--iters N] [--num-train N]
 """
 import argparse
 import json
@@ -52,6 +52,7 @@ def run_job(name, config, data_root, keys, out, iters):
     start = time.perf_counter()
     runner = make_runner(osp.join(out, name))
     runner.train()
+    train_seconds = time.perf_counter() - start
     after = runner.test()
     minutes = (time.perf_counter() - start) / 60
     scalars = osp.join(runner.log_dir, 'vis_data', 'scalars.json')
@@ -59,6 +60,7 @@ def run_job(name, config, data_root, keys, out, iters):
     plot_curves(scalars, curves, title=f'{name}: {osp.basename(config)}')
     images = save_predictions(runner, osp.join(out, name, 'predictions'))
     result = dict(config=config, train_minutes=round(minutes, 2),
+                  seconds_per_iter=round(train_seconds / runner.iter, 3), iters=runner.iter,
                   untrained={k: float(before[k]) for k in keys},
                   trained={k: float(after[k]) for k in keys},
                   loss_curves=curves, predictions=images)
@@ -70,14 +72,17 @@ def main(argv=None):
     parser.add_argument('--out', default='work_dirs/demo', help='output folder')
     parser.add_argument('--iters', type=int, help='training iterations (default: the configs\')')
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
+    parser.add_argument('--num-train', type=int, default=800,
+                        help='training images to generate (the validation split has 40)')
     args = parser.parse_args(argv)
     if args.iters is not None and args.iters < 1:
         parser.error(f'--iters must be a positive integer, got {args.iters}')
+    start = time.perf_counter()
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
     import acmix_mm  # noqa: F401
     from acmix_mm.datasets import generate
-    paths = generate(args.data_root)
+    paths = generate(args.data_root, num_train=args.num_train)
     print(f'demo data: {paths["coco"]} (COCO instances), {paths["ade"]} (ADE20K layout)')
     results = {name: run_job(name, config, paths[data], keys, args.out, args.iters)
                for name, config, data, keys in JOBS}
@@ -87,10 +92,11 @@ def main(argv=None):
     for name, r in results.items():
         for key in r['trained']:
             print(f'{name:13s} {key:15s} {r["untrained"][key]:.3f} -> {r["trained"][key]:.3f}  '
-                  f'({r["train_minutes"]:.1f} min of training)')
+                  f'({r["iters"]} iterations, {r["train_minutes"]:.1f} min to train and test)')
         print(f'{"":13s} loss curves: {r["loss_curves"]}; predictions: '
               f'{osp.dirname(r["predictions"][0])}/')
-    print(f'all results: {osp.join(args.out, "results.json")}')
+    print(f'all results: {osp.join(args.out, "results.json")}; the main job took '
+          f'{(time.perf_counter() - start) / 60:.1f} min')
 
 
 if __name__ == '__main__':

@@ -13,10 +13,14 @@ model = dict(
         type='ACmixResNet', depth=26, stem_channels=16, base_channels=16, frozen_stages=-1,
         norm_eval=False, init_cfg=None),
     neck=dict(in_channels=[64, 128, 256, 512], out_channels=width),
-    rpn_head=dict(in_channels=width, feat_channels=width),
+    # the shapes are 20-46 px wide: anchors of 16, 32 and 64 px on the finest levels (mmdet's
+    # default is 32 px and up, which leaves the smallest shapes few positive anchors)
+    rpn_head=dict(in_channels=width, feat_channels=width, anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=width),
-        bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=3),
+        # boxes regressed as decoded boxes with a GIoU loss (mmdet's GIoU variant of this head)
+        bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=3,
+                       reg_decoded_bbox=True, loss_bbox=dict(type='GIoULoss', loss_weight=10.0)),
         mask_roi_extractor=dict(out_channels=width),
         mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=3)),
     train_cfg=dict(rcnn=dict(sampler=dict(num=128))),
@@ -49,7 +53,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_iters = 240
+max_iters = 480
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
 param_scheduler = [

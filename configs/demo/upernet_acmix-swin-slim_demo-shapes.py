@@ -13,15 +13,22 @@ model = dict(
     backbone=dict(
         type='ACmixSwinTransformer', embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
         drop_path_rate=0.1, init_cfg=None),
-    # background covers ~90% of the pixels: weight it down so that the shapes are learnt quickly
+    # background covers ~90% of the pixels: weight it down so that the shapes are learnt quickly.
+    # mmseg's CrossEntropyLoss fails on class weights where a batch holds padding (images smaller
+    # than crop_size); IgnoreAwareCrossEntropyLoss is the same loss with that fixed.
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=4,
-                     norm_cfg=norm_cfg, loss_decode=dict(class_weight=[0.25, 1., 1., 1.])),
+                     norm_cfg=norm_cfg, loss_decode=dict(type='IgnoreAwareCrossEntropyLoss',
+                                                         class_weight=[0.25, 1., 1., 1.])),
     auxiliary_head=dict(in_channels=128, channels=32, num_classes=4, norm_cfg=norm_cfg,
-                        loss_decode=dict(class_weight=[0.25, 1., 1., 1.])))
+                        loss_decode=dict(type='IgnoreAwareCrossEntropyLoss',
+                                         class_weight=[0.25, 1., 1., 1.])))
 
+# Images of any size: larger ones are cropped to crop_size, smaller ones padded (ignored label),
+# so that a batch stacks; validation runs one image at a time, at its own size.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
+    dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs')
 ]
@@ -37,7 +44,7 @@ train_dataloader = dict(
                  data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
                  pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=4, num_workers=0, persistent_workers=False,
+    batch_size=1, num_workers=0, persistent_workers=False,
     dataset=dict(_delete_=True, type='DemoShapesSegDataset', data_root=data_root,
                  data_prefix=dict(img_path='images/validation',
                                   seg_map_path='annotations/validation'),
