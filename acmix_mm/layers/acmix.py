@@ -106,8 +106,11 @@ class ACmix(nn.Module):
             return acmix_forward_triton(self, x, self.position_term(h, w, x.dtype, x.device))
         if (torch.is_grad_enabled() and not torch.jit.is_tracing()
                 and not torch.compiler.is_compiling()
+                and x.dtype == self.conv1.weight.dtype
                 and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
-            # Training keeps only x; the backward recomputes what it needs from it.
+            # Training keeps only x; the backward recomputes what it needs from it, in x's dtype
+            # (an input of another dtype than the parameters, as autocast makes of the previous
+            # layer's output, trains through the composition under autograd).
             return recomputed_acmix(self, x)
         return self.mix_paths(self.project(x))
 
@@ -133,6 +136,8 @@ class ACmix(nn.Module):
         """
         b, _, h, w = x.shape
         weight, bias = self.projection_weights()
+        if weight.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            weight, bias = weight.to(x.dtype), bias.to(x.dtype)  # e.g. bfloat16 inputs
         qkv = torch.baddbmm(bias.view(1, -1, 1), weight.expand(b, -1, -1),
                             x.reshape(b, self.in_channels, h * w))
         return qkv.view(b, -1, h, w)

@@ -67,17 +67,19 @@ def read_checkpoint(filename: str, map_location: str = 'cpu') -> dict:
     if _is_local(filename) and os.path.getsize(filename) == 0:
         raise ValueError(f'checkpoint file {filename!r} is empty (0 bytes)')
     allow_mmengine_checkpoint_globals()
+    unreadable = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
+                  AttributeError, IndexError, TypeError)
     try:
+        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    except pickle.UnpicklingError as e:
+        if not _is_local(filename):
+            raise  # the weights-only loader's refusal, naming the URL
         try:
-            checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-        except pickle.UnpicklingError:
-            if not _is_local(filename):
-                raise
             checkpoint = load_checkpoint_with_placeholders(filename, map_location)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError,
-            AttributeError, IndexError, TypeError) as e:
-        raise ValueError(f'cannot read checkpoint {filename!r}: not a PyTorch checkpoint, or a '
-                         f'truncated one ({type(e).__name__}: {str(e)[:300]})') from e
+        except unreadable as e2:
+            raise _unreadable(filename, e2) from e
+    except unreadable as e:
+        raise _unreadable(filename, e) from e
     if not isinstance(checkpoint, dict):
         raise ValueError(f'checkpoint {filename!r} holds a {type(checkpoint).__name__}, not a '
                          f'dict of tensors (a state dict, or a dict with "state_dict" / "model")')
@@ -155,3 +157,8 @@ def load_matching_weights(module: nn.Module, state: StateDict, source: str = 'ch
     print_log(f'{type(module).__name__} from {source}: {report.summary(owners)}',
               logger='current')
     return report
+
+
+def _unreadable(filename: str, error: Exception) -> ValueError:
+    return ValueError(f'cannot read checkpoint {filename!r}: not a PyTorch checkpoint, or a '
+                      f'truncated one ({type(error).__name__}: {str(error)[:300]})')
