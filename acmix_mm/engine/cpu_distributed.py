@@ -59,6 +59,12 @@ def setup_cpu_distributed(cfg) -> bool:
 
 def _destroy_process_group() -> None:
     if dist.is_initialized():
+        try:
+            # every rank reaches exit before any tears its connections down: a rank that destroys
+            # the group while a peer still runs can abort that peer's gloo threads
+            dist.barrier()
+        except RuntimeError:
+            pass
         dist.destroy_process_group()
 
 
