@@ -88,14 +88,21 @@ def count_gflops(model, x):
     return acmix_flop_analyzer(model, (x, )).total() / 1e9
 
 
-def prepare(name, mode, size, device, batch):
-    """Builds one case: its result dict (no timings yet), step function and grad context."""
+def build_with_input(name, size, device, batch):
+    """The case's model on ``device`` and a random input batch; layer cases keep their own
+    ``(channels, size)``. Returns ``(model, x, size)``."""
     import torch
     model, fixed = build(name)
     model.to(device)
-    in_ch = model.in_channels if fixed else 3
     hw = fixed or size
-    x = torch.randn(batch, in_ch, hw, hw, device=device)
+    x = torch.randn(batch, model.in_channels if fixed else 3, hw, hw, device=device)
+    return model, x, hw
+
+
+def prepare(name, mode, size, device, batch):
+    """Builds one case: its result dict (no timings yet), step function and grad context."""
+    import torch
+    model, x, hw = build_with_input(name, size, device, batch)
     result = dict(name=name, mode=mode, size=hw, batch=batch, device=device,
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6)
     if mode == 'infer':
@@ -274,11 +281,7 @@ def prepare_in_process(name, mode, size, device, batch, amp):
     import torch
 
     from acmix_mm.utils.device_timing import autocast, dtype_name
-    model, fixed = build(name)
-    model.to(device)
-    in_ch = model.in_channels if fixed else 3
-    hw = fixed or size
-    x = torch.randn(batch, in_ch, hw, hw, device=device)
+    model, x, hw = build_with_input(name, size, device, batch)
     result = dict(name=name, mode=mode, size=hw, batch=batch, device=device,
                   dtype=dtype_name(device, amp), gflops=None,
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6)
