@@ -31,7 +31,6 @@ except ImportError:  # pragma: no cover
     triton = tl = None
     TRITON_AVAILABLE = False
 
-LOG2E = 1.4426950408889634
 # Shapes and strides vary from layer to layer: compiling a variant for each divisibility of them
 # would multiply the compilations for no speed (the window's loads are gathers anyway).
 _SIZES = ['s_b', 's_n', 's_c', 'N', 'D', 'H', 'W', 'HO', 'WO']
