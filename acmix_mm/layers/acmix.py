@@ -14,6 +14,7 @@ from .acmix_recompute import recomputed_acmix
 from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
 from .kernels.sliding_window_op import selected_backend
+from .projection import project_1x1
 from .sliding_window_attention import sliding_window_attention
 
 
@@ -131,16 +132,13 @@ class ACmix(nn.Module):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Stage I: ``q, k, v`` of ``x`` ``(B, Cin, H, W)`` as one ``(B, 3C, H, W)`` map.
 
-        One product for the three 1x1 projections (a batched matrix product: several times faster
-        than a 1x1 convolution on the CPU); q, k, v are views of its output.
+        One product for the three 1x1 projections (:func:`.projection.project_1x1`); q, k, v
+        are views of its output.
         """
-        b, _, h, w = x.shape
         weight, bias = self.projection_weights()
         if weight.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             weight, bias = weight.to(x.dtype), bias.to(x.dtype)  # e.g. bfloat16 inputs
-        qkv = torch.baddbmm(bias.view(1, -1, 1), weight.expand(b, -1, -1),
-                            x.reshape(b, self.in_channels, h * w))
-        return qkv.view(b, -1, h, w)
+        return project_1x1(x, weight, bias)
 
     @staticmethod
     def position_grid_flat(height: int, width: int, dtype: torch.dtype,

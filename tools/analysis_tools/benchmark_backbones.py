@@ -56,13 +56,15 @@ def build(name):
         init_default_scope('mmdet')
         return MODELS.build(dict(args)), None
     from acmix_mm.layers import ACmix
+    from acmix_mm.layers.projection import project_1x1
     c, s = args['channels'], args['size']
     if args['acmix']:
         return ACmix(c, c), s
 
     class ThreeProjections(nn.Module):
         """The shared Stage I of ACmix alone: its three 1x1 projections, run as ACmix runs them
-        (one batched matrix product), so the ratio is the cost of everything else."""
+        (one product, :func:`~acmix_mm.layers.projection.project_1x1`), so the ratio is the cost
+        of everything else."""
 
         def __init__(self):
             super().__init__()
@@ -70,10 +72,9 @@ def build(name):
             self.q, self.k, self.v = (nn.Conv2d(c, c, 1) for _ in range(3))
 
         def forward(self, x):
-            b, _, h, w = x.shape
-            weight = torch.cat([self.q.weight, self.k.weight, self.v.weight]).view(1, 3 * c, c)
-            bias = torch.cat([self.q.bias, self.k.bias, self.v.bias]).view(1, 3 * c, 1)
-            return torch.baddbmm(bias, weight.expand(b, -1, -1), x.reshape(b, c, h * w))
+            weight = torch.cat([self.q.weight, self.k.weight, self.v.weight]).view(3 * c, c)
+            bias = torch.cat([self.q.bias, self.k.bias, self.v.bias])
+            return project_1x1(x, weight, bias)
 
     return ThreeProjections(), s
 

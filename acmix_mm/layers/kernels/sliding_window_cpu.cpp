@@ -77,34 +77,20 @@ Slice<T> slice(const at::Tensor& t, int64_t b, int64_t n) {
 }
 
 
-// out[x] = sum_r a_r[x] * b_r[x * stride] for the kChunk queries of one chunk (the first `count`
-// are stored), with the rows given by `pair(r, &a_r, &b_r)`; the sums stay in registers.
+// out[x] = sum_r a_r[x] * b_r[x] for the kChunk queries of one chunk (the first `count` are
+// stored), with the rows given by `pair(r, &a_r, &b_r)`; the sums stay in registers.
 template <typename T, typename Pair>
-inline void chunk_dot(T* __restrict__ out, int64_t count, int64_t stride, int64_t rows,
-                      const Pair& pair) {
+inline void chunk_dot(T* __restrict__ out, int64_t count, int64_t rows, const Pair& pair) {
   using V = typename VecOf<T>::type;
   constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
   V acc[vectors] = {};
-  if (stride == 1) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* a;
-      const T* b;
-      pair(r, &a, &b);
-      for (int64_t v = 0; v < vectors; ++v)
-        acc[v] += *reinterpret_cast<const V*>(a + v * lanes) *
-                  *reinterpret_cast<const V*>(b + v * lanes);
-    }
-  } else {
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* a;
-      const T* b;
-      pair(r, &a, &b);
-      for (int64_t v = 0; v < vectors; ++v) {
-        V bv;
-        for (int64_t x = 0; x < lanes; ++x) bv[x] = b[(v * lanes + x) * stride];
-        acc[v] += *reinterpret_cast<const V*>(a + v * lanes) * bv;
-      }
-    }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* a;
+    const T* b;
+    pair(r, &a, &b);
+    for (int64_t v = 0; v < vectors; ++v)
+      acc[v] += *reinterpret_cast<const V*>(a + v * lanes) *
+                *reinterpret_cast<const V*>(b + v * lanes);
   }
   if (count == kChunk) {
     for (int64_t v = 0; v < vectors; ++v) *reinterpret_cast<V*>(out + v * lanes) = acc[v];
@@ -113,11 +99,11 @@ inline void chunk_dot(T* __restrict__ out, int64_t count, int64_t stride, int64_
   }
 }
 
-// out[m][x] = sum_r a_r[x] * b_{r,m}[x * stride] for m < M over one chunk of queries (the first
-// `count` are stored): the M sums share each load of a_r and stay in registers.
-template <int64_t M, bool unit_stride, typename T, typename ARow, typename BRow>
-inline void chunk_dot_shared(T* const* out, int64_t count, int64_t stride, int64_t rows,
-                             const ARow& a_row, const BRow& b_row) {
+// out[m][x] = sum_r a_r[x] * b_{r,m}[x] for m < M over one chunk of queries (the first `count`
+// are stored): the M sums share each load of a_r and stay in registers.
+template <int64_t M, typename T, typename ARow, typename BRow>
+inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const ARow& a_row,
+                             const BRow& b_row) {
   using V = typename VecOf<T>::type;
   constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
   V acc[M][vectors] = {};
@@ -127,15 +113,8 @@ inline void chunk_dot_shared(T* const* out, int64_t count, int64_t stride, int64
     for (int64_t v = 0; v < vectors; ++v) av[v] = *reinterpret_cast<const V*>(a + v * lanes);
     for (int64_t m = 0; m < M; ++m) {
       const T* b = b_row(r, m);
-      for (int64_t v = 0; v < vectors; ++v) {
-        V bv;
-        if constexpr (unit_stride) {
-          bv = *reinterpret_cast<const V*>(b + v * lanes);
-        } else {
-          for (int64_t x = 0; x < lanes; ++x) bv[x] = b[(v * lanes + x) * stride];
-        }
-        acc[m][v] += av[v] * bv;
-      }
+      for (int64_t v = 0; v < vectors; ++v)
+        acc[m][v] += av[v] * *reinterpret_cast<const V*>(b + v * lanes);
     }
   }
   for (int64_t m = 0; m < M; ++m) {
@@ -147,23 +126,15 @@ inline void chunk_dot_shared(T* const* out, int64_t count, int64_t stride, int64
   }
 }
 
-// chunk_dot_shared for a run-time number of sums (1 <= outs <= 4) and stride.
+// chunk_dot_shared for a run-time number of sums (1 <= outs <= 4).
 template <typename T, typename ARow, typename BRow>
-inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64_t stride,
-                               int64_t rows, const ARow& a_row, const BRow& b_row) {
-  if (stride == 1) {
-    switch (outs) {
-      case 4: return chunk_dot_shared<4, true, T>(out, count, 1, rows, a_row, b_row);
-      case 3: return chunk_dot_shared<3, true, T>(out, count, 1, rows, a_row, b_row);
-      case 2: return chunk_dot_shared<2, true, T>(out, count, 1, rows, a_row, b_row);
-      default: return chunk_dot_shared<1, true, T>(out, count, 1, rows, a_row, b_row);
-    }
-  }
+inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64_t rows,
+                               const ARow& a_row, const BRow& b_row) {
   switch (outs) {
-    case 4: return chunk_dot_shared<4, false, T>(out, count, stride, rows, a_row, b_row);
-    case 3: return chunk_dot_shared<3, false, T>(out, count, stride, rows, a_row, b_row);
-    case 2: return chunk_dot_shared<2, false, T>(out, count, stride, rows, a_row, b_row);
-    default: return chunk_dot_shared<1, false, T>(out, count, stride, rows, a_row, b_row);
+    case 4: return chunk_dot_shared<4, T>(out, count, rows, a_row, b_row);
+    case 3: return chunk_dot_shared<3, T>(out, count, rows, a_row, b_row);
+    case 2: return chunk_dot_shared<2, T>(out, count, rows, a_row, b_row);
+    default: return chunk_dot_shared<1, T>(out, count, rows, a_row, b_row);
   }
 }
 
@@ -172,13 +143,15 @@ constexpr int64_t kShared = 4;  // sums sharing one operand in chunk_dot_shared
 // Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights,
 // logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros. Key-indexed rows hold
 // the reflected window columns of one input row of keys (minus pe) or values for every channel;
-// they live in a cache of slots, so consecutive output rows gather each input row once.
+// they live in a cache of slots, so consecutive output rows gather each input row once. With a
+// stride s > 1 each key-indexed row is also kept split into its s phases (columns p, p + s, ...),
+// so that the queries of a chunk read their window columns at unit stride.
 template <typename T>
 struct RowWork {
   const Geometry& g;
-  int64_t padded_wo, lead, qlen, klen, num_slots, tick = 0;
+  int64_t padded_wo, lead, qlen, klen, phase_len, num_slots, tick = 0;
   std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age;
-  std::vector<T> keys, values, query, grad, attn, dattn, total;
+  std::vector<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total;
 
   explicit RowWork(const Geometry& geo) : g(geo), rows(geo.kernel), slot_of(geo.kernel) {
     padded_wo = round_up(g.Wo, kChunk);
@@ -192,6 +165,9 @@ struct RowWork {
     slot_age.assign(num_slots, -1);
     keys.assign(num_slots * g.d * klen, T(0));
     values.assign(num_slots * g.d * klen, T(0));
+    phase_len = g.stride == 1 ? 0 : lead / g.stride + padded_wo + 1;
+    key_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
+    value_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
     query.assign(g.d * qlen, T(0));
     grad.assign(g.d * qlen, T(0));
     attn.assign(g.k2() * qlen, T(0));
@@ -201,6 +177,17 @@ struct RowWork {
 
   T* key_row(int64_t c, int64_t i) { return keys.data() + (slot_of[i] * g.d + c) * klen; }
   T* value_row(int64_t c, int64_t i) { return values.data() + (slot_of[i] * g.d + c) * klen; }
+  // p with p[x] = key_row(c, i)[off + x * stride] (value_at: of value_row).
+  const T* key_at(int64_t c, int64_t i, int64_t off) { return window_at(keys, key_phases, c, i, off); }
+  const T* value_at(int64_t c, int64_t i, int64_t off) {
+    return window_at(values, value_phases, c, i, off);
+  }
+  const T* window_at(const std::vector<T>& full, const std::vector<T>& phases, int64_t c,
+                     int64_t i, int64_t off) const {
+    const int64_t row = slot_of[i] * g.d + c;
+    if (g.stride == 1) return full.data() + row * klen + off;
+    return phases.data() + (row * g.stride + off % g.stride) * phase_len + off / g.stride;
+  }
   T* query_row(int64_t c) { return query.data() + c * qlen + lead; }
   T* grad_row(int64_t c) { return grad.data() + c * qlen + lead; }
   T* attn_row(int64_t o) { return attn.data() + o * qlen + lead; }
@@ -261,13 +248,23 @@ struct RowWork {
         for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x] - pin[x];
       }
       for (int64_t x = lo; x < hi; ++x) vd[x] = vin[x];
+      if (g.stride > 1) {
+        split_phases(kd, key_phases.data() + (slot_of[i] * g.d + c) * g.stride * phase_len);
+        split_phases(vd, value_phases.data() + (slot_of[i] * g.d + c) * g.stride * phase_len);
+      }
     }
   }
 
-  // out_rows(o)[x] = sum_c a_rows(c)[x] * window_rows(c, i)[x * stride + j * dilation] for every
-  // window offset o = i * k + j.
-  template <typename ARow, typename WRow, typename ORow>
-  void window_dots(const ARow& a_rows, const WRow& window_rows, const ORow& out_rows) {
+  void split_phases(const T* row, T* dst) const {
+    for (int64_t p = 0; p < g.stride; ++p, dst += phase_len)
+      for (int64_t x = 0, col = p; x < phase_len; ++x, col += g.stride)
+        dst[x] = col < klen ? row[col] : T(0);
+  }
+
+  // out_rows(o)[x] = sum_c a_rows(c)[x] * window(c, i, j * dilation)[x] for every window offset
+  // o = i * k + j (window: key_at or value_at).
+  template <typename ARow, typename Window, typename ORow>
+  void window_dots(const ARow& a_rows, const Window& window, const ORow& out_rows) {
     for (int64_t i = 0; i < g.kernel; ++i) {
       for (int64_t j0 = 0; j0 < g.kernel; j0 += kShared) {
         const int64_t outs = std::min(kShared, g.kernel - j0);
@@ -275,30 +272,27 @@ struct RowWork {
           T* out[kShared];
           for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(i * g.kernel + j0 + m) + x0;
           chunk_dot_shared_n<T>(
-              outs, out, kChunk, g.stride, g.d, [&](int64_t c) { return a_rows(c) + x0; },
-              [&](int64_t c, int64_t m) {
-                return window_rows(c, i) + (j0 + m) * g.dilation + x0 * g.stride;
-              });
+              outs, out, kChunk, g.d, [&](int64_t c) { return a_rows(c) + x0; },
+              [&](int64_t c, int64_t m) { return window(c, i, (j0 + m) * g.dilation) + x0; });
         }
       }
     }
   }
 
-  // out_rows(c)[x] = sum_o weights_o[x] * window_rows(c, i)[x * stride + j * dilation] over the
-  // window offsets o = i * k + j, for every channel c; `weights` is a query-indexed buffer.
-  template <typename WRow, typename ORow>
-  void weighted_sums(const T* weights, const WRow& window_rows, const ORow& out_rows) {
+  // out_rows(c)[x] = sum_o weights_o[x] * window(c, i, j * dilation)[x] over the window offsets
+  // o = i * k + j, for every channel c; `weights` is a query-indexed buffer.
+  template <typename Window, typename ORow>
+  void weighted_sums(const T* weights, const Window& window, const ORow& out_rows) {
     for (int64_t c0 = 0; c0 < g.d; c0 += kShared) {
       const int64_t outs = std::min(kShared, g.d - c0);
       for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
         T* out[kShared];
         for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(c0 + m) + x0;
         chunk_dot_shared_n<T>(
-            outs, out, std::min(kChunk, g.Wo - x0), g.stride, g.k2(),
+            outs, out, std::min(kChunk, g.Wo - x0), g.k2(),
             [&](int64_t o) { return weights + o * qlen + lead + x0; },
             [&](int64_t o, int64_t m) {
-              return window_rows(c0 + m, o / g.kernel) + (o % g.kernel) * g.dilation +
-                     x0 * g.stride;
+              return window(c0 + m, o / g.kernel, (o % g.kernel) * g.dilation) + x0;
             });
       }
     }
@@ -307,7 +301,7 @@ struct RowWork {
   // attn <- softmax over the window of the logits of the row's queries.
   void softmax_weights() {
     window_dots([&](int64_t c) { return query_row(c); },
-                [&](int64_t c, int64_t i) { return key_row(c, i); },
+                [&](int64_t c, int64_t i, int64_t off) { return key_at(c, i, off); },
                 [&](int64_t o) { return attn_row(o); });
     T* peak = total.data();
     std::copy(attn_row(0), attn_row(0) + padded_wo, peak);
@@ -344,24 +338,38 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       work.gather(slice<T>(q, b, n), slice<T>(k, b, n), slice<T>(v, b, n), pe, scale, bn, yo);
       work.softmax_weights();
       work.weighted_sums(work.attn.data(),
-                         [&](int64_t c, int64_t i) { return work.value_row(c, i); },
+                         [&](int64_t c, int64_t i, int64_t off) { return work.value_at(c, i, off); },
                          [&](int64_t c) { return out_ptr + ((bn * g.d + c) * g.Ho + yo) * g.Wo; });
     }
   });
 }
 
-// Gradient of the gathered key (value) rows: dst[p] = sum_j w_o[p - j*dil] * a[p - j*dil] with
-// o = i*k + j, as a gather over the zero-padded query-indexed rows (stride 1).
+// Gradient of the gathered key (value) rows of window row i: dst[x * s + j * dil] summed over
+// the queries x and offsets j of w_o[x] * a[x] with o = i * k + j. Computed per phase p of the
+// columns (p + s * m, m = 0, 1, ...) as a gather over the zero-padded query-indexed rows: the
+// offsets with j * dil = p (mod s) reach column p + s * m from query m - (j * dil) / s.
 template <typename T>
-void window_transpose(RowWork<T>& work, const T* weights, const T* a, int64_t i, T* dst) {
+void window_transpose(RowWork<T>& work, const T* weights, const T* a, int64_t i, T* dst,
+                      std::vector<T>& phase) {
   const Geometry& g = work.g;
-  for (int64_t p0 = 0; p0 < g.span; p0 += kChunk) {
-    chunk_dot<T>(dst + p0, std::min(kChunk, g.span - p0), 1, g.kernel,
-                 [&](int64_t j, const T** wa, const T** wb) {
-                   const int64_t shift = p0 - j * g.dilation;
-                   *wa = weights + (i * g.kernel + j) * work.qlen + work.lead + shift;
-                   *wb = a + shift;
-                 });
+  const int64_t s = g.stride, len = (g.span + s - 1) / s;
+  phase.resize(round_up(len, kChunk));
+  std::vector<int64_t> offsets;
+  for (int64_t p = 0; p < s; ++p) {
+    offsets.clear();
+    for (int64_t j = 0; j < g.kernel; ++j)
+      if ((j * g.dilation) % s == p) offsets.push_back(j);
+    T* out = s == 1 ? dst : phase.data();
+    for (int64_t m0 = 0; m0 < len; m0 += kChunk) {
+      chunk_dot<T>(out + m0, std::min(kChunk, len - m0), static_cast<int64_t>(offsets.size()),
+                   [&](int64_t r, const T** wa, const T** wb) {
+                     const int64_t j = offsets[r], shift = m0 - j * g.dilation / s;
+                     *wa = weights + (i * g.kernel + j) * work.qlen + work.lead + shift;
+                     *wb = a + shift;
+                   });
+    }
+    if (s > 1)
+      for (int64_t m = 0; p + s * m < g.span; ++m) dst[p + s * m] = phase[m];
   }
 }
 
@@ -372,7 +380,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
                    at::Tensor& grad_k, at::Tensor& grad_v, RowWork<T>& work) {
   const int64_t N = q.size(1), bn = b * N + n, plane = g.H * g.W, k2 = g.k2();
   std::vector<T> gkeys(g.d * g.kernel * g.span), gvalues(g.d * g.kernel * g.span);
-  std::vector<T> gq_rows(g.d * work.padded_wo);
+  std::vector<T> gq_rows(g.d * work.padded_wo), phase;
   const T* go_base = grad_out.data_ptr<T>() + bn * g.d * g.Ho * g.Wo;
   T* gq_base = grad_q.data_ptr<T>() + bn * g.d * plane;
   T* gk_base = grad_k.data_ptr<T>() + bn * g.d * plane;
@@ -386,7 +394,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
       std::copy_n(go_base + (c * g.Ho + yo) * g.Wo, g.Wo, work.grad_row(c));
     // dA(o) = sum_c grad_out_c * v_c(o); then dL = A * (dA - sum_o A * dA).
     work.window_dots([&](int64_t c) { return work.grad_row(c); },
-                     [&](int64_t c, int64_t i) { return work.value_row(c, i); },
+                     [&](int64_t c, int64_t i, int64_t off) { return work.value_at(c, i, off); },
                      [&](int64_t o) { return work.dattn_row(o); });
     T* row_total = work.total.data();
     std::fill(work.total.begin(), work.total.end(), T(0));
@@ -402,7 +410,8 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
       std::fill(dl + g.Wo, dl + work.padded_wo, T(0));
     }
     // grad_q = scale * sum_o dL(o) * (k - pe)(o), written at the query positions.
-    work.weighted_sums(work.dattn.data(), [&](int64_t c, int64_t i) { return work.key_row(c, i); },
+    work.weighted_sums(work.dattn.data(),
+                       [&](int64_t c, int64_t i, int64_t off) { return work.key_at(c, i, off); },
                        [&](int64_t c) { return gq_rows.data() + c * work.padded_wo; });
     for (int64_t c = 0; c < g.d; ++c) {
       T* gq = gq_base + c * plane + yo * g.stride * g.W;
@@ -414,25 +423,8 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
       for (int64_t i = 0; i < g.kernel; ++i) {
         T* sk = gkeys.data() + (c * g.kernel + i) * g.span;
         T* sv = gvalues.data() + (c * g.kernel + i) * g.span;
-        if (g.stride == 1) {
-          window_transpose(work, work.dattn.data(), work.query_row(c), i, sk);
-          window_transpose(work, work.attn.data(), work.grad_row(c), i, sv);
-          continue;
-        }
-        std::fill(sk, sk + g.span, T(0));
-        std::fill(sv, sv + g.span, T(0));
-        const T* qo = work.query_row(c);
-        const T* go = work.grad_row(c);
-        for (int64_t j = 0; j < g.kernel; ++j) {
-          const T* dl = work.dattn_row(i * g.kernel + j);
-          const T* a = work.attn_row(i * g.kernel + j);
-          T* dk = sk + j * g.dilation;
-          T* dv = sv + j * g.dilation;
-          for (int64_t x = 0; x < g.Wo; ++x) {
-            dk[x * g.stride] += dl[x] * qo[x];
-            dv[x * g.stride] += a[x] * go[x];
-          }
-        }
+        window_transpose(work, work.dattn.data(), work.query_row(c), i, sk, phase);
+        window_transpose(work, work.attn.data(), work.grad_row(c), i, sv, phase);
       }
     }
     // Fold the gathered rows back through the reflection.
