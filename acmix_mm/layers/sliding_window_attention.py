@@ -12,7 +12,7 @@ import torch
 
 from .kernels.sliding_window_op import sliding_window_attention_op
 from .kernels.sliding_window_python import (output_size, reflect_indices, reflect_pad2d,
-                                            sliding_window_attention_python)
+                                            sliding_window_attention_unfolded)
 
 __all__ = ['sliding_window_attention', 'output_size', 'reflect_indices', 'reflect_pad2d']
 
@@ -56,8 +56,8 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     if pe is not None:
         pe = pe.contiguous()
-    # ONNX export records the PyTorch decomposition (standard operators), not the custom op
-    op = (sliding_window_attention_python if torch.onnx.is_in_onnx_export() else
+    # ONNX export records a decomposition into standard operators, not the custom op
+    op = (sliding_window_attention_unfolded if torch.onnx.is_in_onnx_export() else
           sliding_window_attention_op)
     out = op(q, k, v, pe, float(scale), int(kernel), int(stride), int(dilation))
     return out.squeeze(1) if squeeze else out

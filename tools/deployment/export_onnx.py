@@ -7,10 +7,12 @@
 ``--checkpoint``: a whole-model checkpoint's ``backbone.*`` tensors or a backbone's own, read
 weights-only), exported with torch.export's ONNX exporter at ``2 x 3 x H x W`` with dynamic batch,
 height and width, and checked: only standard ONNX operators (ACmix's sliding-window attention is
-exported as its PyTorch decomposition, ``acmix_mm.layers.kernels.sliding_window_python``, so
-onnxruntime and TensorRT run it without a plugin), then onnxruntime runs the file at two other
-sizes (batch 3, one of them odd) and the largest difference from PyTorch is printed. The exit
-status is 1 when it exceeds ``--rtol`` (1e-4) of the output's largest magnitude.
+exported as a decomposition into standard operators, ``sliding_window_attention_unfolded`` in
+``acmix_mm.layers.kernels.sliding_window_python``: the window copies of keys and values as
+one-hot convolutions, so onnxruntime and TensorRT run it without a plugin), then onnxruntime
+runs the file at two other sizes (batch 3, one of them odd) and the largest difference from
+PyTorch is printed. The exit status is 1 when it exceeds ``--rtol`` (1e-4) of the output's
+largest magnitude.
 
 Swin (mmdet's, and so ACmix-Swin) decides in Python, from the input size, whether to pad (patch
 embedding, windows, patch merging) and whether a stage's windows shift (only where the stage has

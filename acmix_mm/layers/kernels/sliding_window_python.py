@@ -76,6 +76,34 @@ def sliding_window_attention_python(q: torch.Tensor, k: torch.Tensor, v: torch.T
     return out
 
 
+def sliding_window_attention_unfolded(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                      pe: Optional[torch.Tensor], scale: float, kernel: int,
+                                      stride: int, dilation: int) -> torch.Tensor:
+    """:func:`sliding_window_attention_python` from a handful of standard operators, for export.
+
+    The ``k**2`` window copies of the keys and values (what ``nn.Unfold`` gives; ONNX has no
+    ``Im2Col``) come from one convolution with one-hot kernels each, which copies exactly; so an
+    exported graph has about ten nodes per attention instead of several per window offset. Holds
+    ``k**2`` times the keys and values, as the reference does: for inference and export.
+    """
+    b, n, d, h, w = q.shape
+    k2 = kernel * kernel
+    pad = dilation * (kernel - 1) // 2
+    one_hot = torch.eye(k2, dtype=q.dtype, device=q.device).view(k2, 1, kernel, kernel)
+
+    def windows(t: torch.Tensor) -> torch.Tensor:  # (B, N, d, k^2, H_out, W_out)
+        t = reflect_pad2d(t, pad)
+        out = F.conv2d(t.reshape(-1, 1, t.shape[-2], t.shape[-1]), one_hot, stride=stride,
+                       dilation=dilation)
+        return out.view(b, n, d, k2, out.shape[-2], out.shape[-1])
+
+    q = q[..., ::stride, ::stride] * scale
+    if pe is not None:
+        k = k - pe
+    attn = (q.unsqueeze(3) * windows(k)).sum(2).softmax(2)  # (B, N, k^2, H_out, W_out)
+    return (attn.unsqueeze(2) * windows(v)).sum(3)
+
+
 def _unpad_reflect(grad_padded: torch.Tensor, h: int, w: int, pad: int) -> torch.Tensor:
     """Adjoint of :func:`reflect_pad2d`: sums the gradient of every padded position into the
     position it was copied from."""
