@@ -3,8 +3,9 @@
 The forward runs the inference computation (fused kernels, nothing kept for autograd) and saves
 ``x`` alone, which the layer before keeps anyway; the backward recomputes ``qkv`` from it and runs
 the backward of each stage directly: the attention operator's backward kernel, the conv-path
-kernel's backward (channels-last copy of ``qkv``; the composition under autograd where the kernel
-has no backward, e.g. ``dep_conv`` stride 2) and the three projections as two matrix products.
+kernel's backward (on a channels-last copy of ``qkv``, strided ``dep_conv`` included; the
+composition under autograd where the C++ kernels are unavailable) and the three projections as
+two matrix products.
 ``rate1``'s gradient ``<grad_out, attention>`` is ``<grad_v, v>`` (the attention is linear in
 ``v``) and ``rate2``'s comes the same way from ``dep_conv``'s weight and bias, so neither path's
 output is recomputed for them.

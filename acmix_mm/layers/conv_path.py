@@ -112,8 +112,11 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
     """Gradients of :func:`conv_path` ``(qkv, fc, dep_conv, out_scale)`` from ``grad_out``,
     recomputing what they need from ``qkv``.
 
-    With ``dep_conv`` stride 1 on the C++ backend the fused kernel's backward computes them from a
-    channels-last copy of ``qkv``; elsewhere autograd runs through the composition.
+    On the C++ backend the fused kernel's backward computes them from a channels-last copy of
+    ``qkv``; elsewhere autograd runs through the composition. The kernel's backward is for stride
+    1: a strided ``dep_conv`` is the stride-1 one read at every ``stride``-th position, so its
+    gradient is that of the stride-1 convolution with ``grad_out`` placed at those positions and
+    zeros between.
 
     Args:
         qkv: ``(B, 3N, d, H, W)``, no gradient attached.
@@ -129,14 +132,18 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
     params = dict([('out_scale', out_scale)] + [(f'fc.{n}', p) for n, p in fc.named_parameters()]
                   + [(f'dep_conv.{n}', p) for n, p in dep_conv.named_parameters()])
     weight, bias = dep_conv.weight, dep_conv.bias
-    d = qkv.shape[2]
-    if dep_conv.stride[0] == 1 and fused_conv_path_applies(qkv, fc.weight, weight,
-                                                          differentiable=True):
+    b, _, d, h, w = qkv.shape
+    stride = dep_conv.stride[0]
+    if fused_conv_path_applies(qkv, fc.weight, weight, differentiable=True):
         maps = qkv.permute(0, 3, 4, 1, 2).contiguous()  # (B, H, W, 3N, d)
         packed, _ = pack_weight(weight * out_scale, None, d)
+        grad_rows = grad_out.permute(0, 2, 3, 1)  # (B, H_out, W_out, C)
+        if stride > 1:
+            grad_rows = grad_out.new_zeros(b, h, w, grad_out.shape[1])
+            grad_rows[:, ::stride, ::stride] = grad_out.permute(0, 2, 3, 1)
         grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b = fused_conv_path_backward(
-            grad_out.permute(0, 2, 3, 1), maps, fc.weight.view(fc.out_channels, -1), fc.bias,
-            packed, dep_conv.dilation[0])
+            grad_rows, maps, fc.weight.view(fc.out_channels, -1), fc.bias, packed,
+            dep_conv.dilation[0])
         # dep_conv is linear in its weight and bias: <grad_out, conv> = <grad_w, w> + <grad_b, b>
         grad_scale = torch.vdot(grad_w.flatten(), weight.flatten())
         if bias is not None:
