@@ -427,16 +427,26 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
         window_transpose(work, work.attn.data(), work.grad_row(c), i, sv, phase);
       }
     }
-    // Fold the gathered rows back through the reflection.
+    // Fold the gathered rows back through the reflection: columns pad .. pad + W - 1 are the
+    // row itself (a contiguous, vectorised sum), only the borders are reflected.
+    const int64_t lo = std::min(g.pad, g.span), hi = std::max(lo, std::min(g.pad + g.W, g.span));
     for (int64_t c = 0; c < g.d; ++c) {
       for (int64_t i = 0; i < g.kernel; ++i) {
         T* gk = gk_base + c * plane + work.rows[i] * g.W;
         T* gv = gv_base + c * plane + work.rows[i] * g.W;
         const T* sk = gkeys.data() + (c * g.kernel + i) * g.span;
         const T* sv = gvalues.data() + (c * g.kernel + i) * g.span;
-        for (int64_t x = 0; x < g.span; ++x) {
+        auto reflected = [&](int64_t x) {
           gk[work.cols[x]] += sk[x];
           gv[work.cols[x]] += sv[x];
+        };
+        for (int64_t x = 0; x < lo; ++x) reflected(x);
+        for (int64_t x = hi; x < g.span; ++x) reflected(x);
+        T* __restrict__ gk_in = gk - g.pad;
+        T* __restrict__ gv_in = gv - g.pad;
+        for (int64_t x = lo; x < hi; ++x) {
+          gk_in[x] += sk[x];
+          gv_in[x] += sv[x];
         }
       }
     }
