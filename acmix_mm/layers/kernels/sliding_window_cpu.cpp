@@ -150,10 +150,11 @@ template <typename T>
 struct RowWork {
   const Geometry& g;
   int64_t padded_wo, lead, qlen, klen, phase_len, num_slots, tick = 0;
-  std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age;
+  std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age, offsets;
   std::vector<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total;
 
   explicit RowWork(const Geometry& geo) : g(geo), rows(geo.kernel), slot_of(geo.kernel) {
+    offsets.reserve(g.kernel);
     padded_wo = round_up(g.Wo, kChunk);
     lead = (g.kernel - 1) * g.dilation;
     qlen = lead + round_up(std::max(padded_wo, g.span), kChunk) + kChunk;
@@ -344,32 +345,41 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   });
 }
 
-// Gradient of the gathered key (value) rows of window row i: dst[x * s + j * dil] summed over
-// the queries x and offsets j of w_o[x] * a[x] with o = i * k + j. Computed per phase p of the
-// columns (p + s * m, m = 0, 1, ...) as a gather over the zero-padded query-indexed rows: the
-// offsets with j * dil = p (mod s) reach column p + s * m from query m - (j * dil) / s.
-template <typename T>
-void window_transpose(RowWork<T>& work, const T* weights, const T* a, int64_t i, T* dst,
-                      std::vector<T>& phase) {
+// Gradients of the gathered key (value) rows of window row i for the channels c0 .. c0 + outs - 1:
+// dst(c)[x * s + j * dil] summed over the queries x and offsets j of w_o[x] * a(c)[x] with
+// o = i * k + j (the w_o loads shared by the channels). Computed per phase p of the columns
+// (p + s * m, m = 0, 1, ...) as a gather over the zero-padded query-indexed rows: the offsets with
+// j * dil = p (mod s) reach column p + s * m from query m - (j * dil) / s.
+template <typename T, typename ARows, typename Dst>
+void window_transpose(RowWork<T>& work, const T* weights, const ARows& a_rows, int64_t i,
+                      int64_t c0, int64_t outs, const Dst& dst, std::vector<T>& phase) {
   const Geometry& g = work.g;
-  const int64_t s = g.stride, len = (g.span + s - 1) / s;
-  phase.resize(round_up(len, kChunk));
-  std::vector<int64_t> offsets;
+  const int64_t s = g.stride, len = (g.span + s - 1) / s, plen = round_up(len, kChunk);
+  phase.resize(kShared * plen);
+  std::vector<int64_t>& offsets = work.offsets;
   for (int64_t p = 0; p < s; ++p) {
     offsets.clear();
     for (int64_t j = 0; j < g.kernel; ++j)
       if ((j * g.dilation) % s == p) offsets.push_back(j);
-    T* out = s == 1 ? dst : phase.data();
+    const int64_t rows = static_cast<int64_t>(offsets.size());
+    T* out[kShared];
+    for (int64_t m = 0; m < outs; ++m) out[m] = s == 1 ? dst(c0 + m) : phase.data() + m * plen;
     for (int64_t m0 = 0; m0 < len; m0 += kChunk) {
-      chunk_dot<T>(out + m0, std::min(kChunk, len - m0), static_cast<int64_t>(offsets.size()),
-                   [&](int64_t r, const T** wa, const T** wb) {
-                     const int64_t j = offsets[r], shift = m0 - j * g.dilation / s;
-                     *wa = weights + (i * g.kernel + j) * work.qlen + work.lead + shift;
-                     *wb = a + shift;
-                   });
+      T* o[kShared];
+      for (int64_t m = 0; m < outs; ++m) o[m] = out[m] + m0;
+      chunk_dot_shared_n<T>(
+          outs, o, std::min(kChunk, len - m0), rows,
+          [&](int64_t r) {
+            const int64_t j = offsets[r];
+            return weights + (i * g.kernel + j) * work.qlen + work.lead + m0 - j * g.dilation / s;
+          },
+          [&](int64_t r, int64_t m) {
+            return a_rows(c0 + m) + m0 - offsets[r] * g.dilation / s;
+          });
     }
     if (s > 1)
-      for (int64_t m = 0; p + s * m < g.span; ++m) dst[p + s * m] = phase[m];
+      for (int64_t m = 0; m < outs; ++m)
+        for (int64_t x = 0; p + s * x < g.span; ++x) dst(c0 + m)[p + s * x] = out[m][x];
   }
 }
 
@@ -419,12 +429,15 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
       for (int64_t x = 0; x < g.Wo; ++x) gq[x * g.stride] = src[x] * scale;
     }
     // Gradients of the gathered key / value rows: dL * q and A * grad_out.
-    for (int64_t c = 0; c < g.d; ++c) {
-      for (int64_t i = 0; i < g.kernel; ++i) {
-        T* sk = gkeys.data() + (c * g.kernel + i) * g.span;
-        T* sv = gvalues.data() + (c * g.kernel + i) * g.span;
-        window_transpose(work, work.dattn.data(), work.query_row(c), i, sk, phase);
-        window_transpose(work, work.attn.data(), work.grad_row(c), i, sv, phase);
+    for (int64_t i = 0; i < g.kernel; ++i) {
+      for (int64_t c0 = 0; c0 < g.d; c0 += kShared) {
+        const int64_t outs = std::min(kShared, g.d - c0);
+        window_transpose(
+            work, work.dattn.data(), [&](int64_t c) { return work.query_row(c); }, i, c0, outs,
+            [&](int64_t c) { return gkeys.data() + (c * g.kernel + i) * g.span; }, phase);
+        window_transpose(
+            work, work.attn.data(), [&](int64_t c) { return work.grad_row(c); }, i, c0, outs,
+            [&](int64_t c) { return gvalues.data() + (c * g.kernel + i) * g.span; }, phase);
       }
     }
     // Fold the gathered rows back through the reflection: columns pad .. pad + W - 1 are the
