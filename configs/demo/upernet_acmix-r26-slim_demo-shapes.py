@@ -4,7 +4,7 @@
 # with the backbone replaced, because the slim ACmix-Swin learns the shapes too slowly for the
 # main job's ~9-minute budget on 2 CPU cores: it labels every shape 'circle' after 500 iterations
 # and reached mIoU 50.1 after 1500 and 55.4 after 2500 (window 8, no drop path), where this
-# backbone reached 69.4 after 2000 at the same cost per iteration (README, "The demo").
+# backbone reached 69.4 after 2000 at the same cost per iteration (README, top).
 _base_ = './upernet_acmix-swin-slim_demo-shapes.py'
 
 norm_cfg = dict(type='BN', requires_grad=True)
