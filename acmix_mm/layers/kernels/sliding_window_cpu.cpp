@@ -77,28 +77,6 @@ Slice<T> slice(const at::Tensor& t, int64_t b, int64_t n) {
 }
 
 
-// out[x] = sum_r a_r[x] * b_r[x] for the kChunk queries of one chunk (the first `count` are
-// stored), with the rows given by `pair(r, &a_r, &b_r)`; the sums stay in registers.
-template <typename T, typename Pair>
-inline void chunk_dot(T* __restrict__ out, int64_t count, int64_t rows, const Pair& pair) {
-  using V = typename VecOf<T>::type;
-  constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
-  V acc[vectors] = {};
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* a;
-    const T* b;
-    pair(r, &a, &b);
-    for (int64_t v = 0; v < vectors; ++v)
-      acc[v] += *reinterpret_cast<const V*>(a + v * lanes) *
-                *reinterpret_cast<const V*>(b + v * lanes);
-  }
-  if (count == kChunk) {
-    for (int64_t v = 0; v < vectors; ++v) *reinterpret_cast<V*>(out + v * lanes) = acc[v];
-  } else {
-    for (int64_t x = 0; x < count; ++x) out[x] = acc[x / lanes][x % lanes];
-  }
-}
-
 // out[m][x] = sum_r a_r[x] * b_{r,m}[x] for m < M over one chunk of queries (the first `count`
 // are stored): the M sums share each load of a_r and stay in registers.
 template <int64_t M, typename T, typename ARow, typename BRow>
@@ -150,11 +128,15 @@ template <typename T>
 struct RowWork {
   const Geometry& g;
   int64_t padded_wo, lead, qlen, klen, phase_len, num_slots, tick = 0;
-  std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age, offsets;
+  std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age;
+  std::vector<std::vector<int64_t>> phase_offsets;  // [p]: the j with j * dilation = p (mod s)
   std::vector<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total;
+  std::vector<T> transposed;  // kShared rows of one phase, for window_transpose
 
-  explicit RowWork(const Geometry& geo) : g(geo), rows(geo.kernel), slot_of(geo.kernel) {
-    offsets.reserve(g.kernel);
+  explicit RowWork(const Geometry& geo)
+      : g(geo), rows(geo.kernel), slot_of(geo.kernel), phase_offsets(geo.stride) {
+    for (int64_t j = 0; j < g.kernel; ++j)
+      phase_offsets[(j * g.dilation) % g.stride].push_back(j);
     padded_wo = round_up(g.Wo, kChunk);
     lead = (g.kernel - 1) * g.dilation;
     qlen = lead + round_up(std::max(padded_wo, g.span), kChunk) + kChunk;
@@ -172,6 +154,7 @@ struct RowWork {
     query.assign(g.d * qlen, T(0));
     grad.assign(g.d * qlen, T(0));
     attn.assign(g.k2() * qlen, T(0));
+    transposed.assign(kShared * round_up((g.span + g.stride - 1) / g.stride, kChunk), T(0));
     dattn.assign(g.k2() * qlen, T(0));
     total.assign(padded_wo, T(0));
   }
@@ -179,7 +162,9 @@ struct RowWork {
   T* key_row(int64_t c, int64_t i) { return keys.data() + (slot_of[i] * g.d + c) * klen; }
   T* value_row(int64_t c, int64_t i) { return values.data() + (slot_of[i] * g.d + c) * klen; }
   // p with p[x] = key_row(c, i)[off + x * stride] (value_at: of value_row).
-  const T* key_at(int64_t c, int64_t i, int64_t off) { return window_at(keys, key_phases, c, i, off); }
+  const T* key_at(int64_t c, int64_t i, int64_t off) {
+    return window_at(keys, key_phases, c, i, off);
+  }
   const T* value_at(int64_t c, int64_t i, int64_t off) {
     return window_at(values, value_phases, c, i, off);
   }
@@ -339,7 +324,9 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       work.gather(slice<T>(q, b, n), slice<T>(k, b, n), slice<T>(v, b, n), pe, scale, bn, yo);
       work.softmax_weights();
       work.weighted_sums(work.attn.data(),
-                         [&](int64_t c, int64_t i, int64_t off) { return work.value_at(c, i, off); },
+                         [&](int64_t c, int64_t i, int64_t off) {
+                           return work.value_at(c, i, off);
+                         },
                          [&](int64_t c) { return out_ptr + ((bn * g.d + c) * g.Ho + yo) * g.Wo; });
     }
   });
@@ -352,18 +339,15 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // j * dil = p (mod s) reach column p + s * m from query m - (j * dil) / s.
 template <typename T, typename ARows, typename Dst>
 void window_transpose(RowWork<T>& work, const T* weights, const ARows& a_rows, int64_t i,
-                      int64_t c0, int64_t outs, const Dst& dst, std::vector<T>& phase) {
+                      int64_t c0, int64_t outs, const Dst& dst) {
   const Geometry& g = work.g;
   const int64_t s = g.stride, len = (g.span + s - 1) / s, plen = round_up(len, kChunk);
-  phase.resize(kShared * plen);
-  std::vector<int64_t>& offsets = work.offsets;
   for (int64_t p = 0; p < s; ++p) {
-    offsets.clear();
-    for (int64_t j = 0; j < g.kernel; ++j)
-      if ((j * g.dilation) % s == p) offsets.push_back(j);
+    const std::vector<int64_t>& offsets = work.phase_offsets[p];
     const int64_t rows = static_cast<int64_t>(offsets.size());
     T* out[kShared];
-    for (int64_t m = 0; m < outs; ++m) out[m] = s == 1 ? dst(c0 + m) : phase.data() + m * plen;
+    for (int64_t m = 0; m < outs; ++m)
+      out[m] = s == 1 ? dst(c0 + m) : work.transposed.data() + m * plen;
     for (int64_t m0 = 0; m0 < len; m0 += kChunk) {
       T* o[kShared];
       for (int64_t m = 0; m < outs; ++m) o[m] = out[m] + m0;
@@ -390,7 +374,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
                    at::Tensor& grad_k, at::Tensor& grad_v, RowWork<T>& work) {
   const int64_t N = q.size(1), bn = b * N + n, plane = g.H * g.W, k2 = g.k2();
   std::vector<T> gkeys(g.d * g.kernel * g.span), gvalues(g.d * g.kernel * g.span);
-  std::vector<T> gq_rows(g.d * work.padded_wo), phase;
+  std::vector<T> gq_rows(g.d * work.padded_wo);
   const T* go_base = grad_out.data_ptr<T>() + bn * g.d * g.Ho * g.Wo;
   T* gq_base = grad_q.data_ptr<T>() + bn * g.d * plane;
   T* gk_base = grad_k.data_ptr<T>() + bn * g.d * plane;
@@ -434,10 +418,10 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
         const int64_t outs = std::min(kShared, g.d - c0);
         window_transpose(
             work, work.dattn.data(), [&](int64_t c) { return work.query_row(c); }, i, c0, outs,
-            [&](int64_t c) { return gkeys.data() + (c * g.kernel + i) * g.span; }, phase);
+            [&](int64_t c) { return gkeys.data() + (c * g.kernel + i) * g.span; });
         window_transpose(
             work, work.attn.data(), [&](int64_t c) { return work.grad_row(c); }, i, c0, outs,
-            [&](int64_t c) { return gvalues.data() + (c * g.kernel + i) * g.span; }, phase);
+            [&](int64_t c) { return gvalues.data() + (c * g.kernel + i) * g.span; });
       }
     }
     // Fold the gathered rows back through the reflection: columns pad .. pad + W - 1 are the
