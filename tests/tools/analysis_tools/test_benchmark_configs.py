@@ -1,6 +1,5 @@
 """``tools/analysis_tools/benchmark_configs.py`` on two tiny classifier configs, one of them a
 user's config file with an ACmix backbone (``custom_imports``)."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,8 +8,10 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-TOOL = os.path.join(ROOT, 'tools/analysis_tools/benchmark_configs.py')
+from . import ROOT, load_tool
+
+TOOL_PATH = 'tools/analysis_tools/benchmark_configs.py'
+TOOL = os.path.join(ROOT, TOOL_PATH)
 CLASSIFIER = '''
 default_scope = 'mmpretrain'
 {imports}
@@ -31,13 +32,6 @@ def tiny_configs(tmp_path):
         imports="custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)",
         backbone='ACmixResNet', depth=26))
     return str(base), str(acmix)
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('benchmark_configs', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build(config):
@@ -78,7 +72,7 @@ def test_two_tiny_configs_side_by_side(tmp_path):
 
 def test_backbone_flops_are_the_standard_count_of_the_backbone(tmp_path):
     from mmengine.analysis import get_model_complexity_info
-    tool = load_tool()
+    tool = load_tool('benchmark_configs', TOOL_PATH)
     configs = tiny_configs(tmp_path)
     results = tool.measure_times(list(configs), 'backbone', (64, 64), 1, 'cpu', 1)
     for result, config in zip(results, configs):
@@ -93,5 +87,6 @@ def test_backbone_flops_are_the_standard_count_of_the_backbone(tmp_path):
 
 def test_a_config_that_is_not_there(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load_tool().main([str(tmp_path / 'missing.py'), str(tmp_path / 'other.py')])
+        tool = load_tool('benchmark_configs', TOOL_PATH)
+        tool.main([str(tmp_path / 'missing.py'), str(tmp_path / 'other.py')])
     assert 'missing.py' in str(exit_info.value.code)

@@ -1,15 +1,14 @@
 """``tools/analysis_tools/plot_curves.py WORK_DIR/*/vis_data/scalars.json`` after a ``--resume``:
 one curve per key over both runs."""
-import importlib.util
 import json
-import os
 
 import pytest
 
 from acmix_mm.visualization.curves import merge_runs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-TOOL = os.path.join(ROOT, 'tools/analysis_tools/plot_curves.py')
+from . import load_tool
+
+TOOL_PATH = 'tools/analysis_tools/plot_curves.py'
 
 
 def write_run(path, steps, offset):
@@ -22,9 +21,7 @@ def write_run(path, steps, offset):
 def test_a_run_and_its_resumed_run_make_one_curve(tmp_path, capsys):
     first = write_run(tmp_path / '20261126_100000/vis_data/scalars.json', [10, 20, 30], 0.0)
     resumed = write_run(tmp_path / '20261126_110000/vis_data/scalars.json', [30, 40], 0.5)
-    spec = importlib.util.spec_from_file_location('plot_curves', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('plot_curves', TOOL_PATH)
     out = tmp_path / 'curves.png'
     tool.main([resumed, first, '--out', str(out)])  # any order: names give the runs' order
     assert out.stat().st_size > 0
@@ -34,8 +31,6 @@ def test_a_run_and_its_resumed_run_make_one_curve(tmp_path, capsys):
 
 
 def test_a_missing_file_is_named(tmp_path):
-    spec = importlib.util.spec_from_file_location('plot_curves', TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('plot_curves', TOOL_PATH)
     with pytest.raises(SystemExit, match='nowhere.json'):
         tool.main([str(tmp_path / 'nowhere.json')])

@@ -1,7 +1,6 @@
 """tools/deployment/export_onnx.py, run as a user runs it: both backbone variants export with
 dynamic batch, height and width, standard operators only, and match PyTorch in onnxruntime at
 two other sizes (one odd) within 1e-4 relative."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -11,15 +10,10 @@ import onnx
 import pytest
 from onnx import helper
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-TOOL = os.path.join(ROOT, 'tools/deployment/export_onnx.py')
+from .. import ROOT, load_tool
 
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('export_onnx', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TOOL_PATH = 'tools/deployment/export_onnx.py'
+TOOL = os.path.join(ROOT, TOOL_PATH)
 
 
 # The demo configs' backbones: ACmix-ResNet whole (about a minute); ACmix-Swin cut to its first
@@ -47,7 +41,7 @@ def test_export_runs_in_onnxruntime_at_other_sizes(variant, tmp_path):
     checks = re.findall(r'at 3x3x(\d+)x(\d+): largest difference \S+ \((\S+) of', out.stdout)
     assert len(checks) == 2 and any(int(h) % 2 for h, _, _ in checks), out.stdout
     assert all(float(rel) <= 1e-4 for _, _, rel in checks)
-    assert load_tool().nonstandard_ops(str(out_file)) == []
+    assert load_tool('export_onnx', TOOL_PATH).nonstandard_ops(str(out_file)) == []
     model = onnx.load(str(out_file))
     assert len(model.graph.output) == NUM_OUTPUTS[variant]
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -61,7 +55,8 @@ def test_nonstandard_operators_are_found(tmp_path):
                               [helper.make_tensor_value_info('z', onnx.TensorProto.FLOAT, [1])])
     path = tmp_path / 'custom.onnx'
     onnx.save(helper.make_model(graph), str(path))
-    assert load_tool().nonstandard_ops(str(path)) == ['acmix_mm::SlidingWindowAttention']
+    tool = load_tool('export_onnx', TOOL_PATH)
+    assert tool.nonstandard_ops(str(path)) == ['acmix_mm::SlidingWindowAttention']
 
 
 def test_usage_errors():

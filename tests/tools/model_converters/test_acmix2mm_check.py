@@ -1,5 +1,4 @@
 """``tools/model_converters/acmix2mm.py --check FILE``: what a checkpoint holds, nothing written."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -9,15 +8,10 @@ import torch
 
 from spec_reference import reference_swin_state_dict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-TOOL = os.path.join(ROOT, 'tools/model_converters/acmix2mm.py')
+from .. import ROOT, load_tool
 
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('acmix2mm', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TOOL_PATH = 'tools/model_converters/acmix2mm.py'
+TOOL = os.path.join(ROOT, TOOL_PATH)
 
 
 class TrainingConfig:
@@ -59,7 +53,7 @@ def test_check_recognises_a_converted_resnet(tmp_path, capsys):
     _, converted = convert_reference_classifier(state)
     path = tmp_path / 'converted.pth'
     torch.save({'state_dict': converted}, path)
-    assert load_tool().main(['--check', str(path)]) == 0
+    assert load_tool('acmix2mm', TOOL_PATH).main(['--check', str(path)]) == 0
     out = capsys.readouterr().out
     assert "layout: acmix_mm's (converted)" in out
     assert ('architecture: ACmix-ResNet-26 (depth=26, stage_blocks=(1, 2, 4, 1), heads=8, '
@@ -70,7 +64,7 @@ def test_check_recognises_a_converted_resnet(tmp_path, capsys):
 def test_check_of_another_checkpoint_fails_with_its_keys(tmp_path, capsys):
     path = tmp_path / 'resnet50.pth'
     torch.save({'conv1.weight': torch.zeros(64, 3, 7, 7), 'fc.weight': torch.zeros(10, 64)}, path)
-    assert load_tool().main(['--check', str(path)]) == 1
+    assert load_tool('acmix2mm', TOOL_PATH).main(['--check', str(path)]) == 1
     out = capsys.readouterr().out
     assert 'architecture: none matched (not an ACmix checkpoint' in out
     assert 'conv1.weight  (64, 3, 7, 7)  float32' in out
@@ -78,6 +72,6 @@ def test_check_of_another_checkpoint_fails_with_its_keys(tmp_path, capsys):
 
 def test_check_takes_no_destination(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load_tool().main(['--check', 'a.pth', str(tmp_path / 'b.pth')])
+        load_tool('acmix2mm', TOOL_PATH).main(['--check', 'a.pth', str(tmp_path / 'b.pth')])
     assert exit_info.value.code == 2
     assert '--check writes nothing' in capsys.readouterr().err
