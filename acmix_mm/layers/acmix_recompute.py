@@ -4,8 +4,8 @@ The forward runs the inference computation (fused kernels, nothing kept for auto
 ``x`` alone, which the layer before keeps anyway; the backward recomputes ``qkv`` from it and runs
 the backward of each stage directly: the attention operator's backward kernel, the conv-path
 kernel's backward (on a channels-last copy of ``qkv``, strided ``dep_conv`` included; the
-composition under autograd where the C++ kernels are unavailable) and the three projections as
-two matrix products.
+composition under autograd where the C++ kernels are unavailable) and the three projections'
+backward (:func:`.projection.project_1x1_backward`).
 ``rate1``'s gradient ``<grad_out, attention>`` is ``<grad_v, v>`` (the attention is linear in
 ``v``) and ``rate2``'s comes the same way from ``dep_conv``'s weight and bias, so neither path's
 output is recomputed for them.
@@ -18,6 +18,8 @@ from torch.autograd.function import once_differentiable
 
 from .conv_path import conv_path_backward
 from .kernels.sliding_window_op import sliding_window_attention_backward_op
+from .kernels.transpose_op import transpose_add_
+from .projection import project_1x1_backward
 
 
 def acmix_backward(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor,
@@ -48,27 +50,22 @@ def acmix_backward(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor,
                               layer.rate2)
     grads = {('rate2' if key == 'out_scale' else key): grad for key, grad in conv.items()}
     grads['rate1'] = torch.vdot(grad_v.flatten(), v.flatten()).view(1)
-    # grad qkv = rate1 * (attention's) + (conv path's), written once into a planar map
+    # grad qkv = (conv path's, channels-last) + rate1 * (attention's), written into a planar map
     scale = rate1.item()
-    grad_qkv = torch.empty(b, 3, n, d, h, w, dtype=x.dtype, device=x.device)
-    grad_conv = conv['qkv'].view(b, 3, n, d, h, w)
+    grad_qkv = torch.empty(b, 3 * c, h * w, dtype=x.dtype, device=x.device)
     for i, grad in enumerate((grad_q, grad_k, grad_v)):
-        torch.add(grad_conv[:, i], grad, alpha=scale, out=grad_qkv[:, i])
+        grad_conv = conv['qkv'][:, i * n:(i + 1) * n].permute(0, 3, 4, 1, 2)  # (B, H, W, N, d)
+        transpose_add_(grad_qkv[:, i * c:(i + 1) * c], grad_conv.reshape(b, h * w, c),
+                       grad.reshape(b, c, h * w), scale)
     grad_pe = (grad_pe * scale).view(d, h * w)
     grid = layer.position_grid_flat(h, w, x.dtype, x.device)
     grads['conv_p.weight'] = (grad_pe @ grid.t()).view_as(layer.conv_p.weight)
     grads['conv_p.bias'] = grad_pe.sum(1)
-    grad_qkv = grad_qkv.view(b, 3 * c, h * w)
-    flat_x = x.reshape(b, c_in, h * w)
-    grad_weight = torch.bmm(grad_qkv, flat_x.transpose(1, 2)).sum(0)
-    grad_bias = grad_qkv.sum((0, 2))
+    weight, _ = layer.projection_weights()
+    grad_x, grad_weight, grad_bias = project_1x1_backward(x, weight, grad_qkv, need_x)
     for i, conv_i in enumerate((layer.conv1, layer.conv2, layer.conv3)):
         grads[f'conv{i + 1}.weight'] = grad_weight[i * c:(i + 1) * c].view_as(conv_i.weight)
         grads[f'conv{i + 1}.bias'] = grad_bias[i * c:(i + 1) * c]
-    grad_x = None
-    if need_x:
-        weight, _ = layer.projection_weights()
-        grad_x = torch.bmm(weight.t().expand(b, -1, -1), grad_qkv).view(b, c_in, h, w)
     return grad_x, grads
 
 

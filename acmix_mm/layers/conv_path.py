@@ -15,6 +15,7 @@ from torch import nn
 
 from .kernels.conv_path_op import (fused_conv_path, fused_conv_path_applies,
                                    fused_conv_path_backward, pack_weight)
+from .kernels.transpose_op import transpose_add_
 
 
 def build_fc(heads: int, kernel_conv: int, bias: bool) -> nn.Conv2d:
@@ -132,15 +133,16 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
     params = dict([('out_scale', out_scale)] + [(f'fc.{n}', p) for n, p in fc.named_parameters()]
                   + [(f'dep_conv.{n}', p) for n, p in dep_conv.named_parameters()])
     weight, bias = dep_conv.weight, dep_conv.bias
-    b, _, d, h, w = qkv.shape
+    b, t, d, h, w = qkv.shape
     stride = dep_conv.stride[0]
     if fused_conv_path_applies(qkv, fc.weight, weight, differentiable=True):
-        maps = qkv.permute(0, 3, 4, 1, 2).contiguous()  # (B, H, W, 3N, d)
+        maps = qkv.new_empty(b, h, w, t, d)
+        transpose_add_(maps.view(b, h * w, t * d), qkv.reshape(b, t * d, h * w))
         packed, _ = pack_weight(weight * out_scale, None, d)
-        grad_rows = grad_out.permute(0, 2, 3, 1)  # (B, H_out, W_out, C)
-        if stride > 1:
-            grad_rows = grad_out.new_zeros(b, h, w, grad_out.shape[1])
-            grad_rows[:, ::stride, ::stride] = grad_out.permute(0, 2, 3, 1)
+        make = grad_out.new_empty if stride == 1 else grad_out.new_zeros
+        grad_rows = make(b, h, w, grad_out.shape[1])  # (B, H, W, C), grad_out at the strides
+        for i in range(b):  # (H_out, C, W_out) -> (H_out, W_out, C)
+            transpose_add_(grad_rows[i, ::stride, ::stride], grad_out[i].permute(1, 0, 2))
         grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b = fused_conv_path_backward(
             grad_rows, maps, fc.weight.view(fc.out_channels, -1), fc.bias, packed,
             dep_conv.dilation[0])

@@ -1,11 +1,49 @@
-"""Stage I of ACmix: several 1x1 projections of one map as one product."""
+"""Stage I of ACmix: several 1x1 projections of one map as one product, and its backward.
+
+On the CPU two implementations compete: oneDNN's 1x1 convolution and a batched matrix product.
+Neither wins everywhere, and oneDNN's choice of algorithm makes the gap erratic: at 2 threads its
+convolution runs from 4x slower (64 input channels at 56x56 or 128x128) to 2x faster (128-512
+channels up to about 64x64) than the product, and its backward (input, weight and bias gradients
+in one call) from 1.5x slower to 1.8x faster (``python tools/analysis_tools/benchmark_projection.py``).
+So, as ``torch.backends.cudnn.benchmark`` does on CUDA, the first call of each shape times both
+(see :func:`fastest`) and later calls of that shape run the faster. Both give the same numbers up
+to rounding; float64 (no oneDNN kernels) always takes the product.
+"""
+import time
+from typing import Callable, Dict, Hashable, Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 
-# On the CPU, oneDNN's 1x1 convolution (float32) runs about 1.7x faster than a matrix product on
-# maps of up to 32x32 positions, but erratically (2x-10x slower) on larger ones, where the batched
-# matrix product is steady (tools/analysis_tools/benchmark_backbones.py, qkv-1x1 cases).
-CONV_MAX_POSITIONS = 32 * 32
+_FASTEST: Dict[Hashable, str] = {}
+
+
+def fastest(key: Hashable, candidates: Dict[str, Callable[[], object]]) -> object:
+    """The result of the candidate that ran fastest the first time ``key`` was seen.
+
+    On a new ``key`` every candidate runs twice (the second run timed, so one-time costs such as
+    weight layout conversions do not count) and the fastest one's result is returned; later calls
+    run that candidate alone. The candidates must compute the same thing.
+    """
+    choice = _FASTEST.get(key)
+    if choice is None:
+        times = {}
+        for name, run in candidates.items():
+            run()
+            start = time.perf_counter()
+            run()
+            times[name] = time.perf_counter() - start
+        choice = _FASTEST[key] = min(times, key=times.get)
+    return candidates[choice]()
+
+
+def fastest_choices() -> Dict[Hashable, str]:
+    """A copy of the choices made so far, ``key -> candidate name`` (for benchmarks and tests)."""
+    return dict(_FASTEST)
+
+
+def _tuned(x: torch.Tensor) -> bool:
+    return x.device.type == 'cpu' and x.dtype == torch.float32
 
 
 def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -20,8 +58,56 @@ def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
         ``(B, Cout, H, W)``, contiguous.
     """
     b, c_in, h, w = x.shape
-    if x.device.type != 'cpu' or (x.dtype == torch.float32 and h * w <= CONV_MAX_POSITIONS):
+
+    def conv():
         return F.conv2d(x, weight.view(-1, c_in, 1, 1), bias)
-    # bmm with the weight expanded: torch.matmul would run this as a slow transposed product.
-    out = torch.baddbmm(bias.view(1, -1, 1), weight.expand(b, -1, -1), x.reshape(b, c_in, h * w))
-    return out.view(b, -1, h, w)
+
+    def product():
+        # bmm with the weight expanded: torch.matmul would run a slow transposed product.
+        out = torch.baddbmm(bias.view(1, -1, 1), weight.expand(b, -1, -1),
+                            x.reshape(b, c_in, h * w))
+        return out.view(b, -1, h, w)
+
+    if x.device.type != 'cpu':
+        return conv()
+    if not _tuned(x) or torch.is_grad_enabled() or torch.jit.is_tracing():
+        return product()  # a traced graph or autograd sees the same operators on every call
+    key = ('project_1x1', tuple(x.shape), weight.shape[0], torch.get_num_threads())
+    return fastest(key, {'conv': conv, 'product': product})
+
+
+def project_1x1_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor,
+                         need_x: bool) -> Tuple[Optional[torch.Tensor], torch.Tensor,
+                                                torch.Tensor]:
+    """Gradients of :func:`project_1x1` from ``grad_out``.
+
+    Args:
+        x: ``(B, Cin, H, W)``.
+        weight: ``(Cout, Cin)``.
+        grad_out: ``(B, Cout, H * W)``, contiguous.
+        need_x: whether to compute the input's gradient.
+
+    Returns:
+        ``grad_x`` ``(B, Cin, H, W)`` (None unless ``need_x``), ``grad_weight`` ``(Cout, Cin)``
+        and ``grad_bias`` ``(Cout,)``.
+    """
+    b, c_in, h, w = x.shape
+    c_out = weight.shape[0]
+
+    def conv():
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out.view(b, c_out, h, w), x, weight.view(c_out, c_in, 1, 1), [c_out], [1, 1],
+            [0, 0], [1, 1], False, [0, 0], 1, [need_x, True, True])
+        return grad_x, grad_w.view(c_out, c_in), grad_b
+
+    def product():
+        grad_w = torch.bmm(grad_out, x.reshape(b, c_in, h * w).transpose(1, 2)).sum(0)
+        grad_x = None
+        if need_x:
+            grad_x = torch.bmm(weight.t().expand(b, -1, -1), grad_out).view(b, c_in, h, w)
+        return grad_x, grad_w, grad_out.sum((0, 2))
+
+    if not _tuned(x):
+        return product()
+    key = ('project_1x1_backward', tuple(x.shape), c_out, need_x, torch.get_num_threads())
+    return fastest(key, {'conv': conv, 'product': product})

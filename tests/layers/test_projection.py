@@ -1,20 +1,89 @@
-"""project_1x1: both of its implementations (oneDNN's 1x1 convolution on small float32 maps, a
-batched matrix product elsewhere) equal the projection written out."""
+"""projection: both implementations of the 1x1 projections and of their backward (oneDNN's
+convolution, a batched matrix product) equal the definition, whichever the timing picks; and
+:func:`fastest` keeps the faster candidate per key."""
+import time
+
 import pytest
 import torch
 
-from acmix_mm.layers.projection import CONV_MAX_POSITIONS, project_1x1
+from acmix_mm.layers import projection
+from acmix_mm.layers.projection import fastest, project_1x1, project_1x1_backward
 
 
-@pytest.mark.parametrize('size', [(5, 7), (40, 41)])
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_projection_equals_its_definition(size, dtype):
-    assert (size[0] * size[1] <= CONV_MAX_POSITIONS) == (size == (5, 7))
+@pytest.fixture
+def forced(monkeypatch):
+    """``forced(name)`` makes every tuned call run the candidate ``name``."""
+    def force(name):
+        monkeypatch.setattr(projection, 'fastest', lambda key, candidates: candidates[name]())
+    return force
+
+
+def _inputs(dtype, size=(5, 7)):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 6, *size, generator=gen, dtype=dtype)
     weight = torch.randn(9, 6, generator=gen, dtype=dtype)
     bias = torch.randn(9, generator=gen, dtype=dtype)
-    out = project_1x1(x, weight, bias)
+    return x, weight, bias
+
+
+@pytest.mark.parametrize('choice', ['conv', 'product'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_projection_equals_its_definition(choice, dtype, forced):
+    forced(choice)
+    x, weight, bias = _inputs(dtype)
+    with torch.no_grad():
+        out = project_1x1(x, weight, bias)
     want = torch.einsum('oc,bchw->bohw', weight, x) + bias.view(1, -1, 1, 1)
-    assert out.shape == (2, 9, *size) and out.is_contiguous()
+    assert out.shape == (2, 9, 5, 7) and out.is_contiguous()
     torch.testing.assert_close(out, want)
+
+
+@pytest.mark.parametrize('choice', ['conv', 'product'])
+@pytest.mark.parametrize('need_x', [True, False])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_projection_backward_equals_autograd(choice, need_x, dtype, forced):
+    forced(choice)
+    x, weight, bias = _inputs(dtype, size=(6, 5))
+    grad_out = torch.randn(2, 9, 30, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    xr, wr, br = (t.clone().requires_grad_() for t in (x, weight, bias))
+    want = torch.autograd.grad(
+        (torch.einsum('oc,bchw->bohw', wr, xr) + br.view(1, -1, 1, 1)).flatten(2), [xr, wr, br],
+        grad_out)
+    grad_x, grad_w, grad_b = project_1x1_backward(x, weight, grad_out, need_x)
+    assert (grad_x is None) != need_x
+    if need_x:
+        torch.testing.assert_close(grad_x, want[0])
+    torch.testing.assert_close(grad_w, want[1])
+    torch.testing.assert_close(grad_b, want[2])
+
+
+def test_fastest_keeps_the_faster_candidate_per_key():
+    calls = []
+
+    def candidate(name, seconds):
+        def run():
+            calls.append(name)
+            time.sleep(seconds)
+            return name
+        return run
+
+    candidates = {'slow': candidate('slow', 0.02), 'quick': candidate('quick', 0.0)}
+    key = ('test_fastest', object())
+    assert fastest(key, candidates) == 'quick'
+    assert sorted(calls) == ['quick'] * 3 + ['slow'] * 2  # both timed, the winner run once more
+    calls.clear()
+    assert fastest(key, candidates) == 'quick' and calls == ['quick']
+    assert projection.fastest_choices()[key] == 'quick'
+    # another key is timed afresh
+    other = {'slow': candidate('slow', 0.0), 'quick': candidate('quick', 0.02)}
+    assert fastest(('test_fastest', object()), other) == 'slow'
+
+
+def test_projection_under_autograd_is_the_product():
+    """A forward that autograd records always takes the matrix product (no timing runs)."""
+    x, weight, bias = _inputs(torch.float32)
+    weight.requires_grad_()
+    out = project_1x1(x, weight, bias)
+    assert type(out.grad_fn.next_functions[0][0]).__name__.startswith('BaddbmmBackward')
+    torch.testing.assert_close(
+        out, torch.einsum('oc,bchw->bohw', weight, x) + bias.view(1, -1, 1, 1))

@@ -19,6 +19,8 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
                                            const at::Tensor& fc_weight,
                                            const c10::optional<at::Tensor>& fc_bias,
                                            const at::Tensor& weight, int64_t dilation);
+void transpose_add_(at::Tensor& out, const at::Tensor& src, const c10::optional<at::Tensor>& addend,
+                    double scale);
 }  // namespace acmix_mm
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -30,4 +32,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "ACmix convolution path (fc, reordering, dep_conv) fused, forward (CPU)");
   m.def("conv_path_backward", &acmix_mm::conv_path_backward,
         "ACmix convolution path, gradients of qkv, fc and dep_conv (CPU, stride 1)");
+  m.def("transpose_add_", &acmix_mm::transpose_add_,
+        "out[b, s, r] = src[b, r, s] + scale * addend[b, s, r], in place (CPU)");
 }
