@@ -1,0 +1,129 @@
+"""Times the two implementations of ACmix's Stage I projections on the CPU (oneDNN's 1x1
+convolution and the batched matrix product), forward and backward, at the ResNet-50 stage shapes
+of the benchmarks (inference 224, training 512) and of Mask R-CNN (800x1333), and writes what
+:mod:`acmix_mm.layers.projection` would pick.
+
+    python tools/analysis_tools/benchmark_projection.py --out docs/benchmark_projection \
+        [--threads 2] [--repeat 5]
+
+Each shape's candidates alternate, fastest of ``--repeat`` runs each; the ratio is product / conv
+(above 1: the convolution is faster).
+"""
+import argparse
+import os
+import os.path as osp
+import platform
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from acmix_mm.layers import projection  # noqa: E402
+from acmix_mm.utils.benchmarking import write_report  # noqa: E402
+
+# (input channels, H, W): ACmix's input in ResNet-50's 3x3 position, the strided blocks at the
+# larger (input) size
+SHAPES = {
+    'infer 224': [(64, 56, 56), (128, 56, 56), (128, 28, 28), (256, 28, 28), (256, 14, 14),
+                  (512, 14, 14), (512, 7, 7)],
+    'train 512': [(64, 128, 128), (128, 128, 128), (128, 64, 64), (256, 64, 64), (256, 32, 32),
+                  (512, 32, 32), (512, 16, 16)],
+    'mask r-cnn 800x1344': [(64, 200, 336), (128, 200, 336), (128, 100, 168), (256, 100, 168),
+                            (256, 50, 84), (512, 50, 84), (512, 25, 42)],
+}
+
+
+def candidates(x, weight, bias, grad):
+    """name -> callable for the forward and the backward of one shape (the module's own
+    candidates, captured by replacing its chooser)."""
+    found = {}
+
+    def capture(key, runs):
+        found[key[0]] = runs
+        return next(iter(runs.values()))()
+
+    original = projection.fastest
+    projection.fastest = capture
+    try:
+        with torch.no_grad():
+            projection.project_1x1(x, weight, bias)
+            projection.project_1x1_backward(x, weight, grad, True)
+    finally:
+        projection.fastest = original
+    return found['project_1x1'], found['project_1x1_backward']
+
+
+def best_times(runs, repeat):
+    times = {name: float('inf') for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            run()
+            start = time.perf_counter()
+            run()
+            times[name] = min(times[name], time.perf_counter() - start)
+    return times
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    labels = [f"{r['setting']}\n{r['channels']}@{r['height']}x{r['width']}" for r in results]
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(results)), 4.5))
+    pos = range(len(results))
+    ax.bar([p - 0.2 for p in pos], [r['forward_ratio'] for r in results], 0.4, label='forward')
+    ax.bar([p + 0.2 for p in pos], [r['backward_ratio'] for r in results], 0.4, label='backward')
+    ax.axhline(1.0, color='k', lw=0.8)
+    ax.set_yscale('log')
+    ax.set_xticks(list(pos))
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_ylabel('batched product / oneDNN conv time')
+    ax.set_title('1x1 projections of ACmix (above 1: the convolution is faster)')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default='docs/benchmark_projection')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeat', type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = []
+    rows = ['| setting | Cin | H x W | forward conv (ms) | forward product (ms) | ratio | '
+            'backward conv (ms) | backward product (ms) | ratio |', '|' + '---|' * 9]
+    total = sum(len(v) for v in SHAPES.values())
+    for setting, shapes in SHAPES.items():
+        for c, h, w in shapes:
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(1, c, h, w, generator=gen)
+            weight = torch.randn(3 * c, c, generator=gen) * c ** -0.5
+            bias = torch.randn(3 * c, generator=gen)
+            grad = torch.randn(1, 3 * c, h * w, generator=gen)
+            fwd, bwd = candidates(x, weight, bias, grad)
+            tf, tb = best_times(fwd, args.repeat), best_times(bwd, args.repeat)
+            r = dict(setting=setting, channels=c, height=h, width=w,
+                     forward_ms={k: v * 1e3 for k, v in tf.items()},
+                     backward_ms={k: v * 1e3 for k, v in tb.items()},
+                     forward_ratio=tf['product'] / tf['conv'],
+                     backward_ratio=tb['product'] / tb['conv'])
+            results.append(r)
+            rows.append(f"| {setting} | {c} | {h}x{w} | {tf['conv'] * 1e3:.2f} | "
+                        f"{tf['product'] * 1e3:.2f} | {r['forward_ratio']:.2f} | "
+                        f"{tb['conv'] * 1e3:.2f} | {tb['product'] * 1e3:.2f} | "
+                        f"{r['backward_ratio']:.2f} |")
+            print(f'[{len(results)}/{total}] {rows[-1]}', flush=True)
+    setting = (f'Machine: {platform.machine()}, {os.cpu_count()} CPUs; torch '
+               f'{torch.__version__}, {args.threads} threads, float32, batch 1; q, k, v of Cin '
+               f'channels each. Fastest of {args.repeat} alternating runs per candidate.')
+    write_report(args.out, 'tools/analysis_tools/benchmark_projection.py',
+                 sys.argv[1:] if argv is None else argv, setting, '\n'.join(rows), results)
+    plot(results, args.out + '.png')
+    print(f'wrote {args.out}.md, .json, .png')
+
+
+if __name__ == '__main__':
+    main()
