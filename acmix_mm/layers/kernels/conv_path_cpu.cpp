@@ -211,15 +211,21 @@ void output_block(const T* const* rows, const T* weight, const T* bias, const Co
   }
 }
 
-// One output row: rows[a] is the mixed row of kernel row a, or null outside the map.
+// One output row: rows[a] is the mixed row of kernel row a, or null outside the map. Outputs per
+// group come in blocks of 4 (the heads of ACmix's usual 4: 12 sums in registers), then of 3.
 template <typename T>
 void output_row(const T* const* rows, const T* weight, const T* bias, const ConvGeometry& g,
                 const OutRow<T>& out) {
-  constexpr int kPX = 3, kMB = 3;
+  constexpr int kPX = 3, kMB = 3, kWide = 4;
   for (int64_t ch = 0; ch < g.chunks(); ++ch)
     for (int64_t xo = 0; xo < g.Wo; xo += kPX) {
       const int px = static_cast<int>(std::min<int64_t>(kPX, g.Wo - xo));
-      for (int64_t m0 = 0; m0 < g.M; m0 += kMB) {
+      int64_t m0 = 0;
+      for (; m0 + kWide <= g.M; m0 += kWide)
+        with_block_shape(px, 1, [&](auto PX, auto) {
+          output_block<T, PX(), kWide>(rows, weight, bias, g, xo, m0, ch, out);
+        });
+      for (; m0 < g.M; m0 += kMB) {
         const int mb = static_cast<int>(std::min<int64_t>(kMB, g.M - m0));
         with_block_shape(px, mb, [&](auto PX, auto MB) {
           output_block<T, PX(), MB()>(rows, weight, bias, g, xo, m0, ch, out);

@@ -130,7 +130,7 @@ struct RowWork {
   int64_t padded_wo, lead, qlen, klen, phase_len, num_slots, tick = 0;
   std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age;
   std::vector<std::vector<int64_t>> phase_offsets;  // [p]: the j with j * dilation = p (mod s)
-  std::vector<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total;
+  std::vector<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total, sum;
   std::vector<T> transposed;  // kShared rows of one phase, for window_transpose
 
   explicit RowWork(const Geometry& geo)
@@ -157,6 +157,7 @@ struct RowWork {
     transposed.assign(kShared * round_up((g.span + g.stride - 1) / g.stride, kChunk), T(0));
     dattn.assign(g.k2() * qlen, T(0));
     total.assign(padded_wo, T(0));
+    sum.assign(padded_wo, T(0));
   }
 
   T* key_row(int64_t c, int64_t i) { return keys.data() + (slot_of[i] * g.d + c) * klen; }
@@ -284,8 +285,9 @@ struct RowWork {
     }
   }
 
-  // attn <- softmax over the window of the logits of the row's queries.
-  void softmax_weights() {
+  // attn <- softmax over the window of the logits of the row's queries; with normalize false,
+  // attn holds the exponentials and `total` their reciprocal sums (the caller scales its sums).
+  void softmax_weights(bool normalize = true) {
     window_dots([&](int64_t c) { return query_row(c); },
                 [&](int64_t c, int64_t i, int64_t off) { return key_at(c, i, off); },
                 [&](int64_t o) { return attn_row(o); });
@@ -295,16 +297,16 @@ struct RowWork {
       const T* a = attn_row(o);
       for (int64_t x = 0; x < padded_wo; ++x) peak[x] = std::max(peak[x], a[x]);
     }
+    std::fill(sum.begin(), sum.end(), T(0));
     for (int64_t o = 0; o < g.k2(); ++o) {
       T* a = attn_row(o);
-      for (int64_t x = 0; x < padded_wo; ++x) a[x] = fast_exp(a[x] - peak[x]);
+      for (int64_t x = 0; x < padded_wo; ++x) {
+        a[x] = fast_exp(a[x] - peak[x]);
+        sum[x] += a[x];
+      }
     }
-    std::fill(total.begin(), total.end(), T(0));
-    for (int64_t o = 0; o < g.k2(); ++o) {
-      const T* a = attn_row(o);
-      for (int64_t x = 0; x < padded_wo; ++x) total[x] += a[x];
-    }
-    for (int64_t x = 0; x < padded_wo; ++x) total[x] = T(1) / total[x];
+    for (int64_t x = 0; x < padded_wo; ++x) total[x] = T(1) / sum[x];
+    if (!normalize) return;
     for (int64_t o = 0; o < g.k2(); ++o) {
       T* a = attn_row(o);
       for (int64_t x = 0; x < padded_wo; ++x) a[x] *= total[x];
@@ -322,12 +324,18 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     for (int64_t task = begin; task < end; ++task) {
       const int64_t yo = task % g.Ho, bn = task / g.Ho, b = bn / N, n = bn % N;
       work.gather(slice<T>(q, b, n), slice<T>(k, b, n), slice<T>(v, b, n), pe, scale, bn, yo);
-      work.softmax_weights();
+      work.softmax_weights(false);
+      auto out_row = [&](int64_t c) { return out_ptr + ((bn * g.d + c) * g.Ho + yo) * g.Wo; };
       work.weighted_sums(work.attn.data(),
                          [&](int64_t c, int64_t i, int64_t off) {
                            return work.value_at(c, i, off);
                          },
-                         [&](int64_t c) { return out_ptr + ((bn * g.d + c) * g.Ho + yo) * g.Wo; });
+                         out_row);
+      const T* inv = work.total.data();
+      for (int64_t c = 0; c < g.d; ++c) {
+        T* o = out_row(c);
+        for (int64_t x = 0; x < g.Wo; ++x) o[x] *= inv[x];
+      }
     }
   });
 }
