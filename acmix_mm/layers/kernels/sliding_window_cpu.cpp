@@ -77,22 +77,36 @@ Slice<T> slice(const at::Tensor& t, int64_t b, int64_t n) {
 }
 
 
-// out[m][x] = sum_r a_r[x] * b_{r,m}[x] for m < M over one chunk of queries (the first `count`
-// are stored): the M sums share each load of a_r and stay in registers.
-template <int64_t M, typename T, typename ARow, typename BRow>
-inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const ARow& a_row,
-                             const BRow& b_row) {
+constexpr int64_t kShared = 4;  // sums sharing one operand in chunk_dot_shared
+
+// Rows of one operand of chunk_dot_shared: row r of sum m starts at base[m] + offset[r].
+template <typename T>
+struct Rows {
+  const T* const* base;
+  const int64_t* offset;
+};
+
+// out[m][x] = sum_r a_r[x0 + x] * b_{r,m}[x0 + x] for m < M over one chunk of queries (the first
+// `count` are stored): the M sums share each load of a_r and stay in registers. Rows are found
+// through offset tables, so the inner loop does no index arithmetic.
+template <int64_t M, typename T>
+inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const Rows<T>& a,
+                             const Rows<T>& b, int64_t x0) {
   using V = typename VecOf<T>::type;
   constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
   V acc[M][vectors] = {};
+  const T* a_base = a.base[0] + x0;
+  const T* b_base[M];
+  for (int64_t m = 0; m < M; ++m) b_base[m] = b.base[m] + x0;
   for (int64_t r = 0; r < rows; ++r) {
-    const T* a = a_row(r);
+    const T* ar = a_base + a.offset[r];
     V av[vectors];
-    for (int64_t v = 0; v < vectors; ++v) av[v] = *reinterpret_cast<const V*>(a + v * lanes);
+    for (int64_t v = 0; v < vectors; ++v) av[v] = *reinterpret_cast<const V*>(ar + v * lanes);
+    const int64_t bo = b.offset[r];
     for (int64_t m = 0; m < M; ++m) {
-      const T* b = b_row(r, m);
+      const T* br = b_base[m] + bo;
       for (int64_t v = 0; v < vectors; ++v)
-        acc[m][v] += av[v] * *reinterpret_cast<const V*>(b + v * lanes);
+        acc[m][v] += av[v] * *reinterpret_cast<const V*>(br + v * lanes);
     }
   }
   for (int64_t m = 0; m < M; ++m) {
@@ -104,19 +118,17 @@ inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const A
   }
 }
 
-// chunk_dot_shared for a run-time number of sums (1 <= outs <= 4).
-template <typename T, typename ARow, typename BRow>
+// chunk_dot_shared for a run-time number of sums (1 <= outs <= kShared).
+template <typename T>
 inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64_t rows,
-                               const ARow& a_row, const BRow& b_row) {
+                               const Rows<T>& a, const Rows<T>& b, int64_t x0) {
   switch (outs) {
-    case 4: return chunk_dot_shared<4, T>(out, count, rows, a_row, b_row);
-    case 3: return chunk_dot_shared<3, T>(out, count, rows, a_row, b_row);
-    case 2: return chunk_dot_shared<2, T>(out, count, rows, a_row, b_row);
-    default: return chunk_dot_shared<1, T>(out, count, rows, a_row, b_row);
+    case 4: return chunk_dot_shared<4, T>(out, count, rows, a, b, x0);
+    case 3: return chunk_dot_shared<3, T>(out, count, rows, a, b, x0);
+    case 2: return chunk_dot_shared<2, T>(out, count, rows, a, b, x0);
+    default: return chunk_dot_shared<1, T>(out, count, rows, a, b, x0);
   }
 }
-
-constexpr int64_t kShared = 4;  // sums sharing one operand in chunk_dot_shared
 
 // Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights,
 // logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros. Key-indexed rows hold
@@ -132,6 +144,11 @@ struct RowWork {
   std::vector<std::vector<int64_t>> phase_offsets;  // [p]: the j with j * dilation = p (mod s)
   std::vector<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total, sum;
   std::vector<T> transposed;  // kShared rows of one phase, for window_transpose
+  // Offsets for chunk_dot_shared: of the query-indexed rows of channel c (c * qlen) and of
+  // window offset o's row (o * qlen); of the key / value rows of channel c in their buffer, and
+  // of window offset o = i * k + j of channel 0 (set by gather).
+  std::vector<int64_t> query_offsets, weight_offsets, channel_offsets, window_offsets;
+  std::vector<int64_t> scratch_a, scratch_b;  // window_transpose's tables
 
   explicit RowWork(const Geometry& geo)
       : g(geo), rows(geo.kernel), slot_of(geo.kernel), phase_offsets(geo.stride) {
@@ -158,22 +175,32 @@ struct RowWork {
     dattn.assign(g.k2() * qlen, T(0));
     total.assign(padded_wo, T(0));
     sum.assign(padded_wo, T(0));
+    const int64_t channel_stride = g.stride == 1 ? klen : g.stride * phase_len;
+    for (int64_t c = 0; c < g.d; ++c) {
+      query_offsets.push_back(c * qlen);
+      channel_offsets.push_back(c * channel_stride);
+    }
+    for (int64_t o = 0; o < g.k2(); ++o) weight_offsets.push_back(o * qlen);
+    window_offsets.resize(g.k2());
+    scratch_a.resize(g.kernel);
+    scratch_b.resize(g.kernel);
   }
 
   T* key_row(int64_t c, int64_t i) { return keys.data() + (slot_of[i] * g.d + c) * klen; }
   T* value_row(int64_t c, int64_t i) { return values.data() + (slot_of[i] * g.d + c) * klen; }
-  // p with p[x] = key_row(c, i)[off + x * stride] (value_at: of value_row).
-  const T* key_at(int64_t c, int64_t i, int64_t off) {
-    return window_at(keys, key_phases, c, i, off);
-  }
-  const T* value_at(int64_t c, int64_t i, int64_t off) {
-    return window_at(values, value_phases, c, i, off);
-  }
-  const T* window_at(const std::vector<T>& full, const std::vector<T>& phases, int64_t c,
-                     int64_t i, int64_t off) const {
-    const int64_t row = slot_of[i] * g.d + c;
-    if (g.stride == 1) return full.data() + row * klen + off;
-    return phases.data() + (row * g.stride + off % g.stride) * phase_len + off / g.stride;
+  // The key (value) rows as the windows read them: the full rows, or their stride phases.
+  const T* key_buffer() const { return g.stride == 1 ? keys.data() : key_phases.data(); }
+  const T* value_buffer() const { return g.stride == 1 ? values.data() : value_phases.data(); }
+  // window_offsets[o]: for every channel c, p[x] = key_row(c, i)[j * dilation + x * stride] with
+  // p = key_buffer() + channel_offsets[c] + window_offsets[i * k + j] (values likewise).
+  void set_window_offsets() {
+    for (int64_t i = 0; i < g.kernel; ++i)
+      for (int64_t j = 0; j < g.kernel; ++j) {
+        const int64_t off = j * g.dilation, row = slot_of[i] * g.d;
+        window_offsets[i * g.kernel + j] =
+            g.stride == 1 ? row * klen + off
+                          : (row * g.stride + off % g.stride) * phase_len + off / g.stride;
+      }
   }
   T* query_row(int64_t c) { return query.data() + c * qlen + lead; }
   T* grad_row(int64_t c) { return grad.data() + c * qlen + lead; }
@@ -209,6 +236,7 @@ struct RowWork {
         if (rows[j] == rows[i]) slot_of[j] = oldest;
       fill_slot(k, v, pe, i);
     }
+    set_window_offsets();
   }
 
   void fill_slot(const Slice<T>& k, const Slice<T>& v, const T* pe, int64_t i) {
@@ -248,39 +276,42 @@ struct RowWork {
         dst[x] = col < klen ? row[col] : T(0);
   }
 
-  // out_rows(o)[x] = sum_c a_rows(c)[x] * window(c, i, j * dilation)[x] for every window offset
-  // o = i * k + j (window: key_at or value_at).
-  template <typename ARow, typename Window, typename ORow>
-  void window_dots(const ARow& a_rows, const Window& window, const ORow& out_rows) {
+  // out_rows(o)[x] = sum_c a_c[x] * window_c(o)[x] for every window offset o = i * k + j, with
+  // a_c = a + query_offsets[c] (a query-indexed buffer) and windows of the key or value buffer.
+  template <typename ORow>
+  void window_dots(const T* a, const T* buffer, const ORow& out_rows) {
+    const T* a_base[1] = {a};
     for (int64_t i = 0; i < g.kernel; ++i) {
       for (int64_t j0 = 0; j0 < g.kernel; j0 += kShared) {
         const int64_t outs = std::min(kShared, g.kernel - j0);
+        const T* b_base[kShared];
+        for (int64_t m = 0; m < outs; ++m) b_base[m] = buffer + window_offsets[i * g.kernel + j0 + m];
         for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
           T* out[kShared];
           for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(i * g.kernel + j0 + m) + x0;
-          chunk_dot_shared_n<T>(
-              outs, out, kChunk, g.d, [&](int64_t c) { return a_rows(c) + x0; },
-              [&](int64_t c, int64_t m) { return window(c, i, (j0 + m) * g.dilation) + x0; });
+          chunk_dot_shared_n<T>(outs, out, kChunk, g.d, {a_base, query_offsets.data()},
+                                {b_base, channel_offsets.data()}, x0);
         }
       }
     }
   }
 
-  // out_rows(c)[x] = sum_o weights_o[x] * window(c, i, j * dilation)[x] over the window offsets
-  // o = i * k + j, for every channel c; `weights` is a query-indexed buffer.
-  template <typename Window, typename ORow>
-  void weighted_sums(const T* weights, const Window& window, const ORow& out_rows) {
+  // out_rows(c)[x] = sum_o weights_o[x] * window_c(o)[x] over the window offsets o = i * k + j,
+  // for every channel c; `weights` is a query-indexed buffer, the windows of the key or value
+  // buffer.
+  template <typename ORow>
+  void weighted_sums(const T* weights, const T* buffer, const ORow& out_rows) {
+    const T* a_base[1] = {weights + lead};
     for (int64_t c0 = 0; c0 < g.d; c0 += kShared) {
       const int64_t outs = std::min(kShared, g.d - c0);
+      const T* b_base[kShared];
+      for (int64_t m = 0; m < outs; ++m) b_base[m] = buffer + channel_offsets[c0 + m];
       for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
         T* out[kShared];
         for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(c0 + m) + x0;
-        chunk_dot_shared_n<T>(
-            outs, out, std::min(kChunk, g.Wo - x0), g.k2(),
-            [&](int64_t o) { return weights + o * qlen + lead + x0; },
-            [&](int64_t o, int64_t m) {
-              return window(c0 + m, o / g.kernel, (o % g.kernel) * g.dilation) + x0;
-            });
+        chunk_dot_shared_n<T>(outs, out, std::min(kChunk, g.Wo - x0), g.k2(),
+                              {a_base, weight_offsets.data()}, {b_base, window_offsets.data()},
+                              x0);
       }
     }
   }
@@ -288,9 +319,7 @@ struct RowWork {
   // attn <- softmax over the window of the logits of the row's queries; with normalize false,
   // attn holds the exponentials and `total` their reciprocal sums (the caller scales its sums).
   void softmax_weights(bool normalize = true) {
-    window_dots([&](int64_t c) { return query_row(c); },
-                [&](int64_t c, int64_t i, int64_t off) { return key_at(c, i, off); },
-                [&](int64_t o) { return attn_row(o); });
+    window_dots(query_row(0), key_buffer(), [&](int64_t o) { return attn_row(o); });
     T* peak = total.data();
     std::copy(attn_row(0), attn_row(0) + padded_wo, peak);
     for (int64_t o = 1; o < g.k2(); ++o) {
@@ -326,11 +355,7 @@ void forward_impl(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
       work.gather(slice<T>(q, b, n), slice<T>(k, b, n), slice<T>(v, b, n), pe, scale, bn, yo);
       work.softmax_weights(false);
       auto out_row = [&](int64_t c) { return out_ptr + ((bn * g.d + c) * g.Ho + yo) * g.Wo; };
-      work.weighted_sums(work.attn.data(),
-                         [&](int64_t c, int64_t i, int64_t off) {
-                           return work.value_at(c, i, off);
-                         },
-                         out_row);
+      work.weighted_sums(work.attn.data(), work.value_buffer(), out_row);
       const T* inv = work.total.data();
       for (int64_t c = 0; c < g.d; ++c) {
         T* o = out_row(c);
@@ -356,18 +381,19 @@ void window_transpose(RowWork<T>& work, const T* weights, const ARows& a_rows, i
     T* out[kShared];
     for (int64_t m = 0; m < outs; ++m)
       out[m] = s == 1 ? dst(c0 + m) : work.transposed.data() + m * plen;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t j = offsets[r], back = j * g.dilation / s;
+      work.scratch_a[r] = (i * g.kernel + j) * work.qlen - back;
+      work.scratch_b[r] = -back;
+    }
+    const T* a_base[1] = {weights + work.lead};
+    const T* b_base[kShared];
+    for (int64_t m = 0; m < outs; ++m) b_base[m] = a_rows(c0 + m);
     for (int64_t m0 = 0; m0 < len; m0 += kChunk) {
       T* o[kShared];
       for (int64_t m = 0; m < outs; ++m) o[m] = out[m] + m0;
-      chunk_dot_shared_n<T>(
-          outs, o, std::min(kChunk, len - m0), rows,
-          [&](int64_t r) {
-            const int64_t j = offsets[r];
-            return weights + (i * g.kernel + j) * work.qlen + work.lead + m0 - j * g.dilation / s;
-          },
-          [&](int64_t r, int64_t m) {
-            return a_rows(c0 + m) + m0 - offsets[r] * g.dilation / s;
-          });
+      chunk_dot_shared_n<T>(outs, o, std::min(kChunk, len - m0), rows,
+                            {a_base, work.scratch_a.data()}, {b_base, work.scratch_b.data()}, m0);
     }
     if (s > 1)
       for (int64_t m = 0; m < outs; ++m)
@@ -395,8 +421,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
     for (int64_t c = 0; c < g.d; ++c)
       std::copy_n(go_base + (c * g.Ho + yo) * g.Wo, g.Wo, work.grad_row(c));
     // dA(o) = sum_c grad_out_c * v_c(o); then dL = A * (dA - sum_o A * dA).
-    work.window_dots([&](int64_t c) { return work.grad_row(c); },
-                     [&](int64_t c, int64_t i, int64_t off) { return work.value_at(c, i, off); },
+    work.window_dots(work.grad_row(0), work.value_buffer(),
                      [&](int64_t o) { return work.dattn_row(o); });
     T* row_total = work.total.data();
     std::fill(work.total.begin(), work.total.end(), T(0));
@@ -412,8 +437,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
       std::fill(dl + g.Wo, dl + work.padded_wo, T(0));
     }
     // grad_q = scale * sum_o dL(o) * (k - pe)(o), written at the query positions.
-    work.weighted_sums(work.dattn.data(),
-                       [&](int64_t c, int64_t i, int64_t off) { return work.key_at(c, i, off); },
+    work.weighted_sums(work.dattn.data(), work.key_buffer(),
                        [&](int64_t c) { return gq_rows.data() + c * work.padded_wo; });
     for (int64_t c = 0; c < g.d; ++c) {
       T* gq = gq_base + c * plane + yo * g.stride * g.W;
