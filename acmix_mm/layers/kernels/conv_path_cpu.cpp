@@ -61,6 +61,19 @@ inline void with_block_shape(int64_t a, int64_t b, F&& f) {
   }
 }
 
+// Calls f(N) with N std::integral_constant<int, n> for runtime 1 <= n <= 6.
+template <typename F>
+inline void with_width(int64_t n, F&& f) {
+  switch (n) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 3: return f(std::integral_constant<int, 3>());
+    case 4: return f(std::integral_constant<int, 4>());
+    case 5: return f(std::integral_constant<int, 5>());
+    default: return f(std::integral_constant<int, 6>());
+  }
+}
+
 // Keeps a vector in a register (GCC would otherwise re-load it as a memory operand of every use).
 template <typename V>
 inline void in_register(V& v) {
@@ -421,34 +434,45 @@ void fc_weight_grad_block(const T* grad_mixed, const StridedMaps<T>& qkv, const 
       *reinterpret_cast<V*>(grad_fc_w + ((j0 + jj) * g.T + t0 + tt) * L) += acc[tt][jj];
 }
 
+// grad_qkv[t0 + tt, c] = sum_j fc_w[j, t0 + tt] grad_mixed[j, c] of one position and chunk of
+// channels, the TB sums in registers.
+template <typename T, int TB>
+inline void through_fc_block(const T* gx, const T* fc_w, const ConvGeometry& g, int64_t t0,
+                             int64_t lanes, T* dst) {
+  using V = typename VecOf<T>::type;
+  V acc[TB] = {};
+  for (int64_t j = 0; j < g.K2; ++j) {
+    const V gv = *reinterpret_cast<const V*>(gx + j * g.lanes);
+    for (int tt = 0; tt < TB; ++tt) acc[tt] += fc_w[j * g.T + t0 + tt] * gv;
+  }
+  for (int tt = 0; tt < TB; ++tt) {
+    if (lanes == g.lanes) {
+      *reinterpret_cast<V*>(dst + (t0 + tt) * g.D) = acc[tt];
+    } else {
+      for (int64_t l = 0; l < lanes; ++l) dst[(t0 + tt) * g.D + l] = acc[tt][l];
+    }
+  }
+}
+
 // Through fc for one row: grad_qkv[x, t, c] = sum_j fc_w[j, t] grad_mixed[x, j, c], and fc's
 // gradients summed over the row's positions (per lane; the lanes are summed at the end).
 template <typename T>
 void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
                   const ConvGeometry& g, int64_t b, int64_t y, T* grad_qkv, ParamGrads<T>& part) {
   using V = typename VecOf<T>::type;
-  constexpr int kB = 3;
+  constexpr int kB = 3, kTB = 6;
   const int64_t L = g.lanes;
-  std::vector<V> sums(g.T);
   for (int64_t x = 0; x < g.W; ++x)
     for (int64_t ch = 0; ch < g.chunks(); ++ch) {
       const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
       const T* gx = grad_mixed + (ch * g.W + x) * g.K2 * L;
-      std::fill(sums.begin(), sums.end(), V{});
-      for (int64_t j = 0; j < g.K2; ++j) {  // the T sums are independent: no latency chain
-        V gv = *reinterpret_cast<const V*>(gx + j * L);
-        in_register(gv);
-        *reinterpret_cast<V*>(part.fc_b.data() + j * L) += gv;
-        for (int64_t t = 0; t < g.T; ++t) sums[t] += fc_w[j * g.T + t] * gv;
-      }
+      for (int64_t j = 0; j < g.K2; ++j)
+        *reinterpret_cast<V*>(part.fc_b.data() + j * L) += *reinterpret_cast<const V*>(gx + j * L);
       T* dst = grad_qkv + x * g.T * g.D + ch * L;
-      for (int64_t t = 0; t < g.T; ++t) {
-        if (lanes == L) {
-          *reinterpret_cast<V*>(dst + t * g.D) = sums[t];
-        } else {
-          for (int64_t l = 0; l < lanes; ++l) dst[t * g.D + l] = sums[t][l];
-        }
-      }
+      for (int64_t t0 = 0; t0 < g.T; t0 += kTB)
+        with_width(std::min<int64_t>(kTB, g.T - t0), [&](auto TB) {
+          through_fc_block<T, TB()>(gx, fc_w, g, t0, lanes, dst);
+        });
     }
   for (int64_t t0 = 0; t0 < g.T; t0 += kB)
     for (int64_t j0 = 0; j0 < g.K2; j0 += kB)
