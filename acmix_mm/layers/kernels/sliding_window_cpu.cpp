@@ -539,7 +539,9 @@ std::vector<at::Tensor> sliding_window_backward(const at::Tensor& grad_out, cons
   check_inputs(q, k, v, pe);
   const Geometry g(q, kernel, stride, dilation);
   const at::Tensor go = grad_out.contiguous();
-  at::Tensor grad_q = at::zeros(q.sizes(), q.options());
+  // every position of grad_q is a query's at stride 1 (written once); k and v accumulate
+  at::Tensor grad_q = stride == 1 ? at::empty(q.sizes(), q.options())
+                                  : at::zeros(q.sizes(), q.options());
   at::Tensor grad_k = at::zeros(q.sizes(), q.options());
   at::Tensor grad_v = at::zeros(q.sizes(), q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_sliding_window_backward", [&] {
