@@ -336,7 +336,8 @@ void weight_grad_block(const T* go_row, const T* mixed_row, const ConvGeometry& 
                        int64_t e, int64_t ch, int64_t m0, int64_t j0, T* grad_w) {
   using V = typename VecOf<T>::type;
   const int64_t L = g.lanes, col = g.K2 * L;
-  V acc[MB][JB] = {};
+  V acc[MB][JB];
+  zero(acc);
   const T* go = go_row + (ch * (g.Wo + 2 * g.pad) + g.pad) * g.M * L + m0 * L;
   const T* mx = mixed_row + ch * g.row_chunk() + e * g.dilation * col + j0 * L;
   for (int64_t xo = 0; xo < g.Wo; ++xo) {
@@ -359,7 +360,8 @@ void mixed_grad_block(const T* const* go_rows, const T* weight, const ConvGeomet
                       int64_t ch, int64_t x, int64_t j0, T* grad_mixed) {
   using V = typename VecOf<T>::type;
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
-  V acc[PX][JB] = {};
+  V acc[PX][JB];
+  zero(acc);
   for (int64_t a = 0; a < g.kernel; ++a) {
     if (!go_rows[a]) continue;
     for (int64_t e = 0; e < g.kernel; ++e) {
@@ -416,7 +418,8 @@ void fc_weight_grad_block(const T* grad_mixed, const StridedMaps<T>& qkv, const 
                           int64_t b, int64_t y, int64_t t0, int64_t j0, T* grad_fc_w) {
   using V = typename VecOf<T>::type;
   constexpr int64_t L = kLanes<T>;
-  V acc[TB][JB] = {};
+  V acc[TB][JB];
+  zero(acc);
   for (int64_t ch = 0; ch < g.chunks(); ++ch) {
     const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
     const T* gm = grad_mixed + ch * g.W * g.K2 * L + j0 * L;
@@ -440,7 +443,8 @@ template <typename T, int TB>
 inline void through_fc_block(const T* gx, const T* fc_w, const ConvGeometry& g, int64_t t0,
                              int64_t lanes, T* dst) {
   using V = typename VecOf<T>::type;
-  V acc[TB] = {};
+  V acc[TB];
+  for (int tt = 0; tt < TB; ++tt) acc[tt] = V{};
   for (int64_t j = 0; j < g.K2; ++j) {
     const V gv = *reinterpret_cast<const V*>(gx + j * g.lanes);
     for (int tt = 0; tt < TB; ++tt) acc[tt] += fc_w[j * g.T + t0 + tt] * gv;

@@ -2,6 +2,7 @@
 // unaligned addresses, and rounding.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace acmix_mm {
@@ -14,5 +15,13 @@ template <> struct VecOf<double> { using type = double_vec; };
 template <typename T> constexpr int64_t kLanes = 32 / sizeof(T);
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Zeroes an array of accumulators element by element: GCC zeroes an `= {}` array in memory (rep
+// stos) and then keeps it there instead of in registers.
+template <typename V, std::size_t A, std::size_t B>
+inline void zero(V (&acc)[A][B]) {
+  for (std::size_t a = 0; a < A; ++a)
+    for (std::size_t b = 0; b < B; ++b) acc[a][b] = V{};
+}
 
 }  // namespace acmix_mm

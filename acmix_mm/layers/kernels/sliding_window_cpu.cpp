@@ -94,7 +94,8 @@ inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const R
                              const Rows<T>& b, int64_t x0) {
   using V = typename VecOf<T>::type;
   constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
-  V acc[M][vectors] = {};
+  V acc[M][vectors];
+  zero(acc);
   const T* a_base = a.base[0] + x0;
   const T* b_base[M];
   for (int64_t m = 0; m < M; ++m) b_base[m] = b.base[m] + x0;
@@ -112,8 +113,10 @@ inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const R
   for (int64_t m = 0; m < M; ++m) {
     if (count == kChunk) {
       for (int64_t v = 0; v < vectors; ++v) *reinterpret_cast<V*>(out[m] + v * lanes) = acc[m][v];
-    } else {
-      for (int64_t x = 0; x < count; ++x) out[m][x] = acc[m][x / lanes][x % lanes];
+    } else {  // through a buffer: indexing acc's lanes at run time would keep acc out of registers
+      alignas(32) T part[kChunk];
+      for (int64_t v = 0; v < vectors; ++v) *reinterpret_cast<V*>(part + v * lanes) = acc[m][v];
+      std::copy_n(part, count, out[m]);
     }
   }
 }
