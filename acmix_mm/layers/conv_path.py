@@ -139,13 +139,16 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
         maps = qkv.new_empty(b, h, w, t, d)
         transpose_add_(maps.view(b, h * w, t * d), qkv.reshape(b, t * d, h * w))
         packed, _ = pack_weight(weight * out_scale, None, d)
-        make = grad_out.new_empty if stride == 1 else grad_out.new_zeros
-        grad_rows = make(b, h, w, grad_out.shape[1])  # (B, H, W, C), grad_out at the strides
+        # (B, H, W, C): grad_out at the strides, zeros between; the kernel skips (and never
+        # reads) the rows between
+        grad_rows = grad_out.new_empty(b, h, w, grad_out.shape[1])
+        if stride > 1:
+            grad_rows[:, ::stride].zero_()
         for i in range(b):  # (H_out, C, W_out) -> (H_out, W_out, C)
             transpose_add_(grad_rows[i, ::stride, ::stride], grad_out[i].permute(1, 0, 2))
         grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b = fused_conv_path_backward(
             grad_rows, maps, fc.weight.view(fc.out_channels, -1), fc.bias, packed,
-            dep_conv.dilation[0])
+            dep_conv.dilation[0], row_step=stride)
         # dep_conv is linear in its weight and bias: <grad_out, conv> = <grad_w, w> + <grad_b, b>
         grad_scale = torch.vdot(grad_w.flatten(), weight.flatten())
         if bias is not None:

@@ -488,17 +488,19 @@ void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
 }
 
 // The de-interleaved gradient rows of one thread's rows, each made once into a ring of slots.
+// Only every row_step-th row may be non-zero (the caller's promise: a strided dep_conv's gradient
+// placed at its positions of the stride-1 map).
 template <typename T>
 class GradRows {
  public:
-  GradRows(const T* go, const ConvGeometry& g)
-      : go_(go), g_(g), ring_((g.kernel - 1) * g.dilation + 1),
+  GradRows(const T* go, const ConvGeometry& g, int64_t row_step)
+      : go_(go), g_(g), ring_((g.kernel - 1) * g.dilation + 1), row_step_(row_step),
         size_(g.chunks() * (g.Wo + 2 * g.pad) * g.M * g.lanes), cache_(ring_ * size_, T(0)),
         held_(ring_, -1) {}
 
-  // Gradient row yo of image b, or null outside the map.
+  // Gradient row yo of image b, or null outside the map and for the rows known to be zero.
   const T* row(int64_t b, int64_t yo) {
-    if (yo < 0 || yo >= g_.Ho) return nullptr;
+    if (yo < 0 || yo >= g_.Ho || yo % row_step_ != 0) return nullptr;
     T* slot = cache_.data() + (yo % ring_) * size_;
     if (held_[yo % ring_] != b * g_.Ho + yo) {
       deinterleave_row(go_ + (b * g_.Ho + yo) * g_.Wo * g_.D * g_.M, g_, slot);
@@ -510,7 +512,7 @@ class GradRows {
  private:
   const T* go_;
   const ConvGeometry& g_;
-  int64_t ring_, size_;
+  int64_t ring_, row_step_, size_;
   std::vector<T> cache_;  // padding columns and lanes stay zero
   std::vector<int64_t> held_;
 };
@@ -519,15 +521,15 @@ class GradRows {
 // dep_conv's weight and bias from output row r, those of qkv and fc from input row r.
 template <typename T>
 void backward_impl(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
-                   const T* weight, const ConvGeometry& g, int64_t batch, T* grad_qkv,
-                   ParamGrads<T>& total) {
+                   const T* weight, const ConvGeometry& g, int64_t batch, int64_t row_step,
+                   T* grad_qkv, ParamGrads<T>& total) {
   using V = typename VecOf<T>::type;
   constexpr int kB = 3;
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
   std::mutex lock;
   at::parallel_for(0, batch * g.H, 1, [&](int64_t begin, int64_t end) {
     MixedRows<T> mixed(qkv, fc_w, fc_b, g);
-    GradRows<T> grads(go, g);
+    GradRows<T> grads(go, g, row_step);
     ParamGrads<T> part(g);
     std::vector<const T*> go_rows(g.kernel);
     std::vector<T> grad_mixed(g.chunks() * g.W * g.K2 * L);
@@ -535,14 +537,14 @@ void backward_impl(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const 
       const int64_t b = task / g.H, r = task % g.H;
       for (int64_t a = 0; a < g.kernel; ++a) go_rows[a] = grads.row(b, r + g.pad - a * g.dilation);
       const T* go_row = go_rows[g.kernel / 2];  // output row r
-      for (int64_t ch = 0; ch < g.chunks(); ++ch)
+      for (int64_t ch = 0; ch < g.chunks() && go_row; ++ch)
         for (int64_t m = 0; m < g.M; ++m) {
           V sum = {};
           for (int64_t xo = 0; xo < g.Wo; ++xo)
             sum += *reinterpret_cast<const V*>(go_row + ((ch * wp + xo + g.pad) * g.M + m) * L);
           *reinterpret_cast<V*>(part.bias.data() + m * g.Dp + ch * L) += sum;
         }
-      for (int64_t a = 0; a < g.kernel; ++a) {
+      for (int64_t a = 0; a < g.kernel && go_row; ++a) {
         const T* row = mixed.row(b, r + a * g.dilation - g.pad);
         if (!row) continue;
         for (int64_t e = 0; e < g.kernel; ++e)
@@ -642,8 +644,10 @@ at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
 std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at::Tensor& qkv,
                                            const at::Tensor& fc_weight,
                                            const c10::optional<at::Tensor>& fc_bias,
-                                           const at::Tensor& weight, int64_t dilation) {
+                                           const at::Tensor& weight, int64_t dilation,
+                                           int64_t row_step) {
   const ConvGeometry g = geometry(qkv, fc_weight, weight, 1, dilation);
+  TORCH_CHECK(row_step >= 1, "row_step must be >= 1");
   TORCH_CHECK(qkv.stride(4) == 1, "the backward needs channels-last qkv (unit channel stride)");
   TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(1) == g.Ho && grad_out.size(2) == g.Wo &&
                   grad_out.size(3) == g.D * g.M,
@@ -661,7 +665,7 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
     const T* fc_b = fc_b_tensor.defined() ? fc_b_tensor.data_ptr<T>() : nullptr;
     ParamGrads<T> total(g);
     backward_impl<T>(go.data_ptr<T>(), maps, fc_weight.data_ptr<T>(), fc_b, weight.data_ptr<T>(), g,
-                     qkv.size(0), grad_qkv.data_ptr<T>(), total);
+                     qkv.size(0), row_step, grad_qkv.data_ptr<T>(), total);
     std::copy(total.weight.begin(), total.weight.end(), grad_weight.data_ptr<T>());
     std::copy(total.bias.begin(), total.bias.end(), grad_bias.data_ptr<T>());
     T* gfw = grad_fc_w.data_ptr<T>();

@@ -61,7 +61,7 @@ def _unpack(grad_packed: torch.Tensor, grad_bias: torch.Tensor,
 
 def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weight: torch.Tensor,
                              fc_bias: Optional[torch.Tensor], packed: torch.Tensor,
-                             dilation: int) -> Tuple[torch.Tensor, ...]:
+                             dilation: int, row_step: int = 1) -> Tuple[torch.Tensor, ...]:
     """The kernel's backward (``dep_conv`` stride 1): gradients of every input of
     :func:`fused_conv_path` from ``grad_out``.
 
@@ -71,6 +71,9 @@ def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weig
         fc_weight: ``(k^2, T)``, contiguous; fc_bias: ``(k^2,)`` or None.
         packed: ``dep_conv``'s weight as :func:`pack_weight` lays it out.
         dilation: ``dep_conv``'s.
+        row_step: only the rows ``0, row_step, 2 * row_step, ...`` of ``grad_out`` may be
+            non-zero (a strided ``dep_conv``'s gradient placed at its positions); the kernel
+            skips (and never reads) the others.
 
     Returns:
         ``grad_maps (B, H, W, T, d)``, ``grad_fc_weight (k^2, T)``, ``grad_fc_bias (k^2,)``,
@@ -78,7 +81,7 @@ def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weig
     """
     grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
         load_cpu_extension().conv_path_backward(grad_out, maps, fc_weight, fc_bias, packed,
-                                                dilation)
+                                                dilation, row_step)
     grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
     return grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b
 
