@@ -1,10 +1,11 @@
 """Stage I of ACmix: several 1x1 projections of one map as one product, and its backward.
 
 On the CPU two implementations compete: oneDNN's 1x1 convolution and a batched matrix product.
-Neither wins everywhere, and oneDNN's choice of algorithm makes the gap erratic: at 2 threads its
-convolution runs from 4x slower (64 input channels at 56x56 or 128x128) to 2x faster (128-512
-channels up to about 64x64) than the product, and its backward (input, weight and bias gradients
-in one call) from 1.5x slower to 1.8x faster (``python tools/analysis_tools/benchmark_projection.py``).
+Neither wins everywhere, and oneDNN's choice of algorithm makes the gap erratic (it differs
+between processes): at 2 threads its convolution ran from 2.5x slower (128 input channels at
+56x56) to 2.1x faster (512 channels at 25x42) than the product, and its backward (input, weight
+and bias gradients in one call) from 2.6x slower (64 channels at 200x336) to 2.0x faster
+(``python tools/analysis_tools/benchmark_projection.py``, ``docs/benchmark_projection.md``).
 So, as ``torch.backends.cudnn.benchmark`` does on CUDA, the first call of each shape times both
 (see :func:`fastest`) and later calls of that shape run the faster. Both give the same numbers up
 to rounding; float64 (no oneDNN kernels) always takes the product.
