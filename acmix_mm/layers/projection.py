@@ -48,7 +48,14 @@ def fastest_choices() -> Dict[Hashable, str]:
 
 
 def _tuned(x: torch.Tensor) -> bool:
-    return x.device.type == 'cpu' and x.dtype == torch.float32
+    return x.device.type == 'cpu' and x.dtype == torch.float32 and not _traced()
+
+
+def _traced() -> bool:
+    """Whether a graph is being recorded (jit trace, torch.compile / torch.export, ONNX export),
+    where shapes may be symbolic and the choice must not depend on timing."""
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
 
 
 def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -75,8 +82,8 @@ def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
 
     if x.device.type != 'cpu':
         return conv()
-    if not _tuned(x) or torch.is_grad_enabled() or torch.jit.is_tracing():
-        return product()  # a traced graph or autograd sees the same operators on every call
+    if not _tuned(x) or torch.is_grad_enabled() or _traced():
+        return product()  # autograd and traced or exported graphs see the same operators always
     key = ('project_1x1', tuple(x.shape), weight.shape[0], torch.get_num_threads())
     return fastest(key, {'conv': conv, 'product': product})
 

@@ -88,3 +88,18 @@ def test_projection_under_autograd_is_the_product():
     assert type(out.grad_fn.next_functions[0][0]).__name__.startswith('BaddbmmBackward')
     torch.testing.assert_close(
         out, torch.einsum('oc,bchw->bohw', weight, x) + bias.view(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize('module,name', [(torch.compiler, 'is_compiling'),
+                                         (torch.onnx, 'is_in_onnx_export')])
+def test_recorded_graphs_take_the_product_without_timing(module, name, monkeypatch):
+    """torch.export / ONNX export see symbolic shapes: no timing, no per-shape key."""
+    monkeypatch.setattr(module, name, lambda: True)
+    monkeypatch.setattr(projection, 'fastest', lambda key, candidates: pytest.fail('timed'))
+    x, weight, bias = _inputs(torch.float32)
+    with torch.no_grad():
+        out = project_1x1(x, weight, bias)
+        grads = project_1x1_backward(x, weight, torch.randn(2, 9, 35), True)
+    torch.testing.assert_close(
+        out, torch.einsum('oc,bchw->bohw', weight, x) + bias.view(1, -1, 1, 1))
+    assert grads[0].shape == x.shape

@@ -288,7 +288,8 @@ struct RowWork {
       for (int64_t j0 = 0; j0 < g.kernel; j0 += kShared) {
         const int64_t outs = std::min(kShared, g.kernel - j0);
         const T* b_base[kShared];
-        for (int64_t m = 0; m < outs; ++m) b_base[m] = buffer + window_offsets[i * g.kernel + j0 + m];
+        for (int64_t m = 0; m < outs; ++m)
+          b_base[m] = buffer + window_offsets[i * g.kernel + j0 + m];
         for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
           T* out[kShared];
           for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(i * g.kernel + j0 + m) + x0;
