@@ -48,6 +48,7 @@ def fastest_choices() -> Dict[Hashable, str]:
 
 
 def _tuned(x: torch.Tensor) -> bool:
+    """Whether the timed choice applies: float32 on the CPU, outside recorded graphs."""
     return x.device.type == 'cpu' and x.dtype == torch.float32 and not _traced()
 
 
@@ -82,8 +83,8 @@ def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
 
     if x.device.type != 'cpu':
         return conv()
-    if not _tuned(x) or torch.is_grad_enabled() or _traced():
-        return product()  # autograd and traced or exported graphs see the same operators always
+    if not _tuned(x) or torch.is_grad_enabled():
+        return product()  # autograd and recorded graphs see the same operators on every call
     key = ('project_1x1', tuple(x.shape), weight.shape[0], torch.get_num_threads())
     return fastest(key, {'conv': conv, 'product': product})
 

@@ -235,7 +235,7 @@ void output_row(const T* const* rows, const T* weight, const T* bias, const Conv
       const int px = static_cast<int>(std::min<int64_t>(kPX, g.Wo - xo));
       int64_t m0 = 0;
       for (; m0 + kWide <= g.M; m0 += kWide)
-        with_block_shape(px, 1, [&](auto PX, auto) {
+        with_width(px, [&](auto PX) {
           output_block<T, PX(), kWide>(rows, weight, bias, g, xo, m0, ch, out);
         });
       for (; m0 < g.M; m0 += kMB) {
