@@ -8,7 +8,10 @@ and bias gradients in one call) from 2.6x slower (64 channels at 200x336) to 2.0
 (``python tools/analysis_tools/benchmark_projection.py``, ``docs/benchmark_projection.md``).
 So, as ``torch.backends.cudnn.benchmark`` does on CUDA, the first call of each shape times both
 (see :func:`fastest`) and later calls of that shape run the faster. Both give the same numbers up
-to rounding; float64 (no oneDNN kernels) always takes the product.
+to rounding, so the choice (which can differ between processes) changes the last bits; float64
+(no oneDNN kernels), autograd, recorded graphs and runs with
+``torch.use_deterministic_algorithms(True)`` (mmengine's ``randomness.deterministic=True``) always
+take the product, so that such runs are bit-reproducible across processes (exact resume).
 """
 import time
 from typing import Callable, Dict, Hashable, Optional, Tuple
@@ -48,8 +51,10 @@ def fastest_choices() -> Dict[Hashable, str]:
 
 
 def _tuned(x: torch.Tensor) -> bool:
-    """Whether the timed choice applies: float32 on the CPU, outside recorded graphs."""
-    return x.device.type == 'cpu' and x.dtype == torch.float32 and not _traced()
+    """Whether the timed choice applies: float32 on the CPU, outside recorded graphs, with
+    nondeterministic algorithms allowed (timing makes the choice differ between processes)."""
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and not _traced()
+            and not torch.are_deterministic_algorithms_enabled())
 
 
 def _traced() -> bool:

@@ -103,3 +103,28 @@ def test_recorded_graphs_take_the_product_without_timing(module, name, monkeypat
     torch.testing.assert_close(
         out, torch.einsum('oc,bchw->bohw', weight, x) + bias.view(1, -1, 1, 1))
     assert grads[0].shape == x.shape
+
+
+@pytest.fixture
+def deterministic():
+    """``torch.use_deterministic_algorithms(True)`` for one test (mmengine's
+    ``randomness.deterministic=True``)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def test_deterministic_runs_take_the_product_without_timing(deterministic, monkeypatch):
+    """The timed choice can differ between processes; deterministic runs (exact resume) must
+    give the same bits in every process, so they always take the product."""
+    monkeypatch.setattr(projection, 'fastest', lambda key, candidates: pytest.fail('timed'))
+    x, weight, bias = _inputs(torch.float32, size=(16, 16))
+    grad_out = torch.randn(2, 9, 256)
+    with torch.no_grad():
+        out = project_1x1(x, weight, bias)
+        grad_x, grad_w, grad_b = project_1x1_backward(x, weight, grad_out, True)
+    product = torch.baddbmm(bias.view(1, -1, 1), weight.expand(2, -1, -1), x.reshape(2, 6, 256))
+    assert torch.equal(out, product.view(2, 9, 16, 16))
+    assert torch.equal(grad_w, torch.bmm(grad_out, x.reshape(2, 6, 256).transpose(1, 2)).sum(0))
+    assert torch.equal(grad_x, torch.bmm(weight.t().expand(2, -1, -1), grad_out).view(x.shape))
