@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cpu_vectors.h"
+#include "transpose_tiles.h"
 
 namespace acmix_mm {
 namespace {
@@ -247,20 +248,33 @@ void output_row(const T* const* rows, const T* weight, const T* bias, const Conv
     }
 }
 
-// The mixed rows of one thread's output rows, each computed once into a ring of slots.
+// The mixed rows of one thread's output rows, each computed once into a ring of slots. A row of
+// planar maps (unit stride along x, as the ResNet variant's) is first transposed to channels-last
+// in registers, so that fc runs over whole vectors of channels as for channels-last maps.
 template <typename T>
 class MixedRows {
  public:
   MixedRows(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g)
       : qkv_(qkv), fc_w_(fc_w), fc_b_(fc_b), g_(g), ring_((g.kernel - 1) * g.dilation + 1),
-        cache_(ring_ * g.row_len(), T(0)), held_(ring_, -1) {}
+        cache_(ring_ * g.row_len(), T(0)), held_(ring_, -1),
+        planar_(qkv.sx == 1 && qkv.sc != 1 && g.D >= g.lanes),
+        channels_last_(planar_ ? g.W * g.T * g.D : 0) {}
 
   // Mixed row y of image b (padded coordinates), or null outside the map.
   const T* row(int64_t b, int64_t y) {
     if (y < 0 || y >= g_.H) return nullptr;
     T* slot = cache_.data() + (y % ring_) * g_.row_len();
     if (held_[y % ring_] != b * g_.H + y) {
-      mix_row(qkv_, fc_w_, fc_b_, g_, b, y, slot);
+      if (planar_) {
+        const int64_t td = g_.T * g_.D;
+        for (int64_t t = 0; t < g_.T; ++t)  // (D, W) at row stride sc -> (W, D) at row stride T*D
+          tile<T>(qkv_.at(b, y, 0) + t * qkv_.st, qkv_.sc, channels_last_.data() + t * g_.D, td,
+                  nullptr, 0, T(0), g_.W, g_.D);
+        const StridedMaps<T> row_maps{channels_last_.data(), 0, 0, td, g_.D, 1};
+        mix_row(row_maps, fc_w_, fc_b_, g_, 0, 0, slot);
+      } else {
+        mix_row(qkv_, fc_w_, fc_b_, g_, b, y, slot);
+      }
       held_[y % ring_] = b * g_.H + y;
     }
     return slot;
@@ -274,6 +288,8 @@ class MixedRows {
   int64_t ring_;
   std::vector<T> cache_;  // padding columns and lanes stay zero
   std::vector<int64_t> held_;  // b * H + y of the row in each slot
+  bool planar_;
+  std::vector<T> channels_last_;  // (W, T, D): one row of planar maps, transposed
 };
 
 // The output (and the optional addend, same strides): element (b, yo, xo, c) at

@@ -64,6 +64,19 @@ def test_planar_matches_composition(h, w, d, stride, dilation, fc_bias, kernel):
     torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
 
 
+# float32 planar maps: rows transposed in 8 x 8 register tiles (d of whole tiles, a remainder
+# of channels, fewer channels than a vector; widths off the tile size)
+@pytest.mark.parametrize('h,w,d,stride', [(6, 21, 16, 1), (5, 13, 12, 2), (7, 9, 5, 1),
+                                          (4, 8, 8, 1)])
+def test_planar_float32_within_round_off(h, w, d, stride):
+    heads = 2
+    fc, dep_conv = _modules(heads, d, 2 * heads * d, stride)
+    qkv = torch.randn(2, 3 * heads, d, h, w, dtype=torch.float64)
+    composed, _ = _composed_and_fused(conv_path, qkv, fc, dep_conv)
+    _, fused = _composed_and_fused(conv_path, qkv.float(), fc.float(), dep_conv.float())
+    torch.testing.assert_close(fused.double(), composed, rtol=1e-5, atol=1e-4)
+
+
 def test_float32_within_round_off():
     fc, dep_conv = _modules(3, 32, 96)
     qkv = torch.randn(1, 14, 14, 288, dtype=torch.float64)
