@@ -139,8 +139,10 @@ class ACmix(nn.Module):
             return torch.cat(weights).view(-1, self.in_channels), torch.cat(biases)
         buffers = self.__dict__.get('_projection_buffers')
         shape = (3 * self.out_channels, self.in_channels, 1, 1)
-        if buffers is None or buffers[0].shape != shape or buffers[0].dtype != first.dtype:
-            buffers = (first.new_empty(shape), first.new_empty(3 * self.out_channels))
+        if (buffers is None or buffers[0].shape != shape or buffers[0].dtype != first.dtype
+                or buffers[0].device != first.device):
+            with torch.inference_mode(False):  # also written outside inference mode later
+                buffers = (first.new_empty(shape), first.new_empty(3 * self.out_channels))
             self.__dict__['_projection_buffers'] = buffers
         torch.cat(weights, out=buffers[0])
         torch.cat(biases, out=buffers[1])

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acmix_mm.layers import ACmix, reflect_pad2d, shift_kernels
+from acmix_mm.layers import ACmix, position_grid, reflect_pad2d, shift_kernels
 from spec_reference import spec_acmix_from_module, spec_reflect_pad
 
 
@@ -118,3 +118,47 @@ def test_gradients_match_spec(stride):
     want = torch.autograd.grad(spec_acmix_from_module(m, x), wrt, grad_out)
     for (name, _), g, r in zip([('x', None)] + list(m.named_parameters()), got, want):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def _spec_projection(layer, x):
+    weight = torch.cat([layer.conv1.weight, layer.conv2.weight, layer.conv3.weight])
+    bias = torch.cat([layer.conv1.bias, layer.conv2.bias, layer.conv3.bias])
+    return F.conv2d(x, weight, bias)
+
+
+def test_inference_projection_follows_every_parameter_change():
+    """Inference copies the three projections into a buffer kept by the layer: a change of the
+    parameters by any route (``.data`` too, as mmengine's EMA hook swaps them) shows at once."""
+    torch.manual_seed(0)
+    layer = ACmix(8, 8, heads=2).double().eval()
+    x = torch.randn(1, 8, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        first = layer.project(x).clone()
+        torch.testing.assert_close(first, _spec_projection(layer, x))
+        layer.conv2.weight.data.copy_(torch.randn_like(layer.conv2.weight))  # no version bump
+        layer.conv3.bias.data.mul_(-3.0)
+        second = layer.project(x)
+        torch.testing.assert_close(second, _spec_projection(layer, x))
+        assert not torch.allclose(second, first)
+        other = ACmix(8, 8, heads=2).double().eval()  # a second layer has its own buffers
+        other.project(x)
+        torch.testing.assert_close(layer.project(x), second)
+    layer.float()
+    with torch.no_grad():  # a changed dtype gets new buffers
+        torch.testing.assert_close(layer.project(x.float()), _spec_projection(layer, x.float()))
+    layer.train()  # with gradients: no shared buffer
+    out = layer.project(x.float())
+    assert out.requires_grad and out.grad_fn is not None
+
+
+def test_state_made_under_inference_mode_serves_training():
+    """The projection buffers and the shared position grid, made under ``inference_mode``, still
+    serve a training step (inference tensors cannot be written outside that mode)."""
+    layer = ACmix(8, 8, heads=2)
+    x = torch.randn(1, 8, 5, 7)
+    with torch.inference_mode():
+        layer(x)
+    layer(x).sum().backward()
+    assert layer.conv_p.weight.grad is not None
+    grid = layer.position_grid_flat(5, 7, torch.float32, torch.device('cpu'))
+    assert torch.equal(grid.view(1, 2, 5, 7), position_grid(5, 7, torch.float32, 'cpu'))
