@@ -3,9 +3,9 @@
 The forward runs the inference computation (fused kernels, nothing kept for autograd) and saves
 ``x`` alone, which the layer before keeps anyway; the backward recomputes ``qkv`` from it and runs
 the backward of each stage directly: the attention operator's backward kernel, the conv-path
-kernel's backward (on a channels-last copy of ``qkv``, strided ``dep_conv`` included; the
-composition under autograd where the C++ kernels are unavailable) and the three projections'
-backward (:func:`.projection.project_1x1_backward`).
+kernel's backward (on the planar ``qkv``, strided ``dep_conv`` included, writing ``qkv``'s whole
+gradient with the attention's added; the composition under autograd where the C++ kernels are
+unavailable) and the three projections' backward (:func:`.projection.project_1x1_backward`).
 ``rate1``'s gradient ``<grad_out, attention>`` is ``<grad_v, v>`` (the attention is linear in
 ``v``) and ``rate2``'s comes the same way from ``dep_conv``'s weight and bias, so neither path's
 output is recomputed for them.
@@ -18,7 +18,6 @@ from torch.autograd.function import once_differentiable
 
 from .conv_path import conv_path_backward
 from .kernels.sliding_window_op import sliding_window_attention_backward_op
-from .kernels.transpose_op import transpose_add_
 from .projection import project_1x1_backward
 
 
@@ -46,17 +45,13 @@ def acmix_backward(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor,
     grad_att = grad_out.reshape(b, n, d, *grad_out.shape[-2:]).contiguous()
     grad_q, grad_k, grad_v, grad_pe = sliding_window_attention_backward_op(
         grad_att, q, k, v, pe, float(d) ** -0.5, layer.kernel_att, layer.stride, layer.dilation)
+    # grad qkv = conv path's + rate1 * attention's, summed as the conv path's is written
+    scale = rate1.item()
     conv = conv_path_backward(qkv.view(b, 3 * n, d, h, w), grad_out, layer.fc, layer.dep_conv,
-                              layer.rate2)
+                              layer.rate2, addends=(grad_q, grad_k, grad_v), addend_scale=scale)
     grads = {('rate2' if key == 'out_scale' else key): grad for key, grad in conv.items()}
     grads['rate1'] = torch.vdot(grad_v.flatten(), v.flatten()).view(1)
-    # grad qkv = (conv path's, channels-last) + rate1 * (attention's), written into a planar map
-    scale = rate1.item()
-    grad_qkv = torch.empty(b, 3 * c, h * w, dtype=x.dtype, device=x.device)
-    for i, grad in enumerate((grad_q, grad_k, grad_v)):
-        grad_conv = conv['qkv'][:, i * n:(i + 1) * n].permute(0, 3, 4, 1, 2)  # (B, H, W, N, d)
-        transpose_add_(grad_qkv[:, i * c:(i + 1) * c], grad_conv.reshape(b, h * w, c),
-                       grad.reshape(b, c, h * w), scale)
+    grad_qkv = conv['qkv'].reshape(b, 3 * c, h * w)
     grad_pe = (grad_pe * scale).view(d, h * w)
     grid = layer.position_grid_flat(h, w, x.dtype, x.device)
     grads['conv_p.weight'] = (grad_pe @ grid.t()).view_as(layer.conv_p.weight)

@@ -7,7 +7,7 @@ to a grouped ``dep_conv`` whose kernels start as "shift" kernels.
 The two submodules live directly on the ACmix modules (reference parameter names ``fc`` and
 ``dep_conv``), so this file offers builders and a functional forward rather than a module.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,6 @@ from torch import nn
 
 from .kernels.conv_path_op import (fused_conv_path, fused_conv_path_applies,
                                    fused_conv_path_backward, pack_weight)
-from .kernels.transpose_op import transpose_add_
 
 
 def build_fc(heads: int, kernel_conv: int, bias: bool) -> nn.Conv2d:
@@ -109,21 +108,25 @@ def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d,
 
 
 def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
-                       dep_conv: nn.Conv2d, out_scale: torch.Tensor) -> Dict[str, torch.Tensor]:
+                       dep_conv: nn.Conv2d, out_scale: torch.Tensor,
+                       addends: Sequence[torch.Tensor] = (),
+                       addend_scale: float = 1.0) -> Dict[str, torch.Tensor]:
     """Gradients of :func:`conv_path` ``(qkv, fc, dep_conv, out_scale)`` from ``grad_out``,
-    recomputing what they need from ``qkv``.
+    recomputing what they need from ``qkv``; ``qkv``'s gradient comes with ``addend_scale`` times
+    the ``addends`` added (the attention's gradient in ACmix's backward).
 
-    On the C++ backend the fused kernel's backward computes them from a channels-last copy of
-    ``qkv``; elsewhere autograd runs through the composition. The kernel's backward is for stride
-    1: a strided ``dep_conv`` is the stride-1 one read at every ``stride``-th position, so its
-    gradient is that of the stride-1 convolution with ``grad_out`` placed at those positions and
-    zeros between.
+    On the C++ backend the fused kernel's backward reads the planar maps and writes the planar
+    gradient directly (rows transposed in registers); elsewhere autograd runs through the
+    composition.
 
     Args:
         qkv: ``(B, 3N, d, H, W)``, no gradient attached.
         grad_out: ``(B, C, H_out, W_out)``.
         fc, dep_conv: from :func:`build_fc` and :func:`build_dep_conv`.
         out_scale: ``(1,)``.
+        addends: contiguous maps that together make up ``(B, 3N, d, H, W)`` along axis 1 (each
+            ``(B, 3N / len(addends), d, H, W)``).
+        addend_scale: multiplies the addends.
 
     Returns:
         ``qkv`` ``(B, 3N, d, H, W)`` (any strides), ``out_scale``, and the parameters' names of
@@ -134,21 +137,14 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
                   + [(f'dep_conv.{n}', p) for n, p in dep_conv.named_parameters()])
     weight, bias = dep_conv.weight, dep_conv.bias
     b, t, d, h, w = qkv.shape
-    stride = dep_conv.stride[0]
-    if fused_conv_path_applies(qkv, fc.weight, weight, differentiable=True):
-        maps = qkv.new_empty(b, h, w, t, d)
-        transpose_add_(maps.view(b, h * w, t * d), qkv.reshape(b, t * d, h * w))
+    addends = [a.contiguous() for a in addends]
+    if fused_conv_path_applies(qkv, fc.weight, weight, *addends, differentiable=True):
         packed, _ = pack_weight(weight * out_scale, None, d)
-        # (B, H, W, C): grad_out at the strides, zeros between; the kernel skips (and never
-        # reads) the rows between
-        grad_rows = grad_out.new_empty(b, h, w, grad_out.shape[1])
-        if stride > 1:
-            grad_rows[:, ::stride].zero_()
-        for i in range(b):  # (H_out, C, W_out) -> (H_out, W_out, C)
-            transpose_add_(grad_rows[i, ::stride, ::stride], grad_out[i].permute(1, 0, 2))
+        maps = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
         grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b = fused_conv_path_backward(
-            grad_rows, maps, fc.weight.view(fc.out_channels, -1), fc.bias, packed,
-            dep_conv.dilation[0], row_step=stride)
+            grad_out.permute(0, 2, 3, 1), maps.permute(0, 3, 4, 1, 2),
+            fc.weight.view(fc.out_channels, -1), fc.bias, packed, dep_conv.dilation[0],
+            dep_conv.stride[0], addends, addend_scale)
         # dep_conv is linear in its weight and bias: <grad_out, conv> = <grad_w, w> + <grad_b, b>
         grad_scale = torch.vdot(grad_w.flatten(), weight.flatten())
         if bias is not None:
@@ -164,6 +160,8 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
         out = conv_path(qkv, fc, dep_conv, out_scale)
         grads = dict(zip([n for n, _ in wrt],
                          torch.autograd.grad(out, [p for _, p in wrt], grad_out)))
+    if addends:
+        grads['qkv'] = torch.cat(addends, 1).mul_(addend_scale).add_(grads['qkv'])
     return {n: grads.get(n) for n in ['qkv'] + list(params)}
 
 

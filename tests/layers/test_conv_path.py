@@ -7,34 +7,69 @@ from acmix_mm.layers import build_dep_conv, build_fc
 from acmix_mm.layers.conv_path import conv_path, conv_path_backward
 
 
-@pytest.mark.parametrize('backend', ['auto', 'python'])
-@pytest.mark.parametrize('h,w,heads,d,stride,dilation,kernel,fc_bias', [
-    (9, 11, 2, 8, 1, 1, 3, False), (7, 10, 3, 5, 1, 2, 3, True), (8, 9, 2, 4, 1, 1, 1, False),
-    (6, 13, 1, 8, 1, 1, 5, False), (10, 7, 2, 3, 1, 1, 7, True), (11, 9, 2, 4, 2, 1, 3, False),
-    (13, 10, 1, 8, 3, 2, 5, False)])
-def test_backward_matches_autograd(monkeypatch, backend, h, w, heads, d, stride, dilation, kernel,
-                                   fc_bias):
-    monkeypatch.setenv('ACMIX_MM_KERNEL', backend)
+def _modules(heads, d, stride, dilation, kernel, fc_bias):
     torch.manual_seed(0)
     fc = build_fc(heads, kernel, bias=fc_bias).double()
     dep_conv = build_dep_conv(2 * d, d, kernel, stride, dilation).double()
     with torch.no_grad():
         for p in list(fc.parameters()) + list(dep_conv.parameters()):
             p.copy_(torch.randn_like(p))
+    return fc, dep_conv
+
+
+# d below, at and off the vector width (4 doubles); strides 1 to 4, with dilation; 1x1 maps
+@pytest.mark.parametrize('backend', ['auto', 'python'])
+@pytest.mark.parametrize('grad_layout', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('h,w,heads,d,stride,dilation,kernel,fc_bias,addends', [
+    (9, 11, 2, 8, 1, 1, 3, False, 0), (7, 10, 3, 5, 1, 2, 3, True, 3),
+    (8, 9, 2, 4, 1, 1, 1, False, 0), (6, 13, 1, 8, 1, 1, 5, False, 3),
+    (10, 7, 2, 3, 1, 1, 7, True, 0), (11, 9, 2, 4, 2, 1, 3, False, 3),
+    (13, 10, 1, 8, 3, 2, 5, False, 1), (14, 15, 2, 6, 4, 1, 3, False, 3),
+    (1, 1, 2, 4, 1, 1, 3, True, 3), (5, 1, 1, 8, 2, 1, 3, False, 3)])
+def test_backward_matches_autograd(monkeypatch, backend, grad_layout, h, w, heads, d, stride,
+                                   dilation, kernel, fc_bias, addends):
+    """Every gradient, with ``addends`` maps (0: none) added times ``addend_scale`` to qkv's; the
+    output gradient planar (as ACmix's) or channels-last."""
+    monkeypatch.setenv('ACMIX_MM_KERNEL', backend)
+    fc, dep_conv = _modules(heads, d, stride, dilation, kernel, fc_bias)
     scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
     qkv = torch.randn(2, 3 * heads, d, h, w, dtype=torch.float64, requires_grad=True)
+    extra = [torch.randn(2, 3 * heads // addends, d, h, w, dtype=torch.float64)
+             for _ in range(addends)]
     names = ['qkv', 'out_scale'] + [f'fc.{n}' for n, _ in fc.named_parameters()] + [
         f'dep_conv.{n}' for n, _ in dep_conv.named_parameters()]
     wrt = [qkv, scale] + list(fc.parameters()) + list(dep_conv.parameters())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('ACMIX_MM_KERNEL', 'python')  # the composition, under autograd
         out = conv_path(qkv, fc, dep_conv, scale)
-    grad_out = torch.randn_like(out)
+    grad_out = torch.randn(out.shape, dtype=out.dtype).contiguous(memory_format=grad_layout)
     want = dict(zip(names, torch.autograd.grad(out, wrt, grad_out)))
-    got = conv_path_backward(qkv.detach(), grad_out, fc, dep_conv, scale)
+    if extra:
+        want['qkv'] = want['qkv'] - 1.3 * torch.cat(extra, 1)
+    got = conv_path_backward(qkv.detach(), grad_out, fc, dep_conv, scale, addends=extra,
+                             addend_scale=-1.3)
     assert set(got) == set(names)
     for name in names:
         torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-10, msg=name)
+
+
+# float32: rows transposed in 8 x 8 register tiles (d of whole tiles, with a remainder, below a
+# tile; widths off the tile size), the attention's gradient added as the rows are stored
+@pytest.mark.parametrize('h,w,d,stride', [(6, 21, 16, 1), (7, 13, 12, 2), (5, 9, 5, 1),
+                                          (8, 8, 8, 3)])
+def test_float32_backward_within_round_off(h, w, d, stride):
+    heads = 2
+    fc, dep_conv = _modules(heads, d, stride, 1, 3, False)
+    qkv = torch.randn(2, 3 * heads, d, h, w, dtype=torch.float64)
+    grad_out = torch.randn(2, 2 * d, -(-h // stride), -(-w // stride), dtype=torch.float64)
+    extra = [torch.randn(2, heads, d, h, w, dtype=torch.float64) for _ in range(3)]
+    scale = torch.tensor([0.7], dtype=torch.float64)
+    want = conv_path_backward(qkv, grad_out, fc, dep_conv, scale, extra, 0.4)
+    got = conv_path_backward(qkv.float(), grad_out.float(), fc.float(), dep_conv.float(),
+                             scale.float(), [e.float() for e in extra], 0.4)
+    for name, value in want.items():
+        if value is not None:
+            torch.testing.assert_close(got[name].double(), value, rtol=1e-4, atol=1e-3, msg=name)
 
 
 def test_parameters_without_gradient_get_none():

@@ -322,26 +322,42 @@ void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward (dep_conv stride 1, channels-last qkv): the gradient rows are de-interleaved from the
-// output's channel order c * M + m into row[((chunk * (Wo + 2 pad) + xo + pad) * M + m) * lanes],
-// zero-padded left and right, so that every sum below runs over whole vectors.
+// Backward (dep_conv's gradients through its stride-1 form): the gradient rows are de-interleaved
+// from the output's channel order c * M + m into
+// row[((chunk * (Wo + 2 pad) + xo + pad) * M + m) * lanes], zero-padded left and right, so that
+// every sum below runs over whole vectors.
+
+// The output gradient of the stride-1 dep_conv: element (b, yo, xo, c) at
+// ptr[b * sb + (yo / step) * sy + (xo / step) * sx + c * sc] where yo and xo are multiples of step,
+// zero elsewhere (a strided dep_conv's gradient placed at its positions).
+template <typename T>
+struct GradMap {
+  const T* ptr;
+  int64_t sb, sy, sx, sc, step;
+};
 
 template <typename T>
-void deinterleave_row(const T* go, const ConvGeometry& g, T* row) {
+void deinterleave_row(const GradMap<T>& go, const ConvGeometry& g, int64_t b, int64_t yo, T* row) {
   constexpr int64_t L = kLanes<T>;
-  const int64_t wp = g.Wo + 2 * g.pad, M = g.M;
+  const int64_t wp = g.Wo + 2 * g.pad, M = g.M, cols = (g.Wo - 1) / go.step + 1;
+  const T* src_row = go.ptr + b * go.sb + yo / go.step * go.sy;
   for (int64_t ch = 0; ch < g.chunks(); ++ch) {
     const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
-    for (int64_t xo = 0; xo < g.Wo; ++xo) {
-      const T* src = go + (xo * g.D + ch * L) * M;
-      T* dst = row + (ch * wp + xo + g.pad) * M * L;
-      if (lanes == L) {
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t l = 0; l < L; ++l) dst[m * L + l] = src[l * M + m];
-      } else {
+    T* dst_row = row + (ch * wp + g.pad) * M * L;
+    if (go.sc == 1) {  // channels-last: one position's channels at a time
+      for (int64_t k = 0; k < cols; ++k) {
+        const T* src = src_row + k * go.sx + ch * L * M;
+        T* dst = dst_row + k * go.step * M * L;
         for (int64_t m = 0; m < M; ++m)
           for (int64_t l = 0; l < lanes; ++l) dst[m * L + l] = src[l * M + m];
       }
+    } else {  // planar: one channel's row at a time
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t l = 0; l < lanes; ++l) {
+          const T* src = src_row + ((ch * L + l) * M + m) * go.sc;
+          T* dst = dst_row + m * L + l;
+          for (int64_t k = 0; k < cols; ++k) dst[k * go.step * M * L] = src[k * go.sx];
+        }
     }
   }
 }
@@ -503,52 +519,79 @@ void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
                        });
 }
 
-// The de-interleaved gradient rows of one thread's rows, each made once into a ring of slots.
-// Only every row_step-th row may be non-zero (the caller's promise: a strided dep_conv's gradient
-// placed at its positions of the stride-1 map).
+// The de-interleaved gradient rows of one thread's rows, each made once into a ring of slots (the
+// columns between a step's stay zero).
 template <typename T>
 class GradRows {
  public:
-  GradRows(const T* go, const ConvGeometry& g, int64_t row_step)
-      : go_(go), g_(g), ring_((g.kernel - 1) * g.dilation + 1), row_step_(row_step),
+  GradRows(const GradMap<T>& go, const ConvGeometry& g)
+      : go_(go), g_(g), ring_((g.kernel - 1) * g.dilation + 1),
         size_(g.chunks() * (g.Wo + 2 * g.pad) * g.M * g.lanes), cache_(ring_ * size_, T(0)),
         held_(ring_, -1) {}
 
-  // Gradient row yo of image b, or null outside the map and for the rows known to be zero.
+  // Gradient row yo of image b, or null outside the map and for the rows between a step's.
   const T* row(int64_t b, int64_t yo) {
-    if (yo < 0 || yo >= g_.Ho || yo % row_step_ != 0) return nullptr;
+    if (yo < 0 || yo >= g_.Ho || yo % go_.step != 0) return nullptr;
     T* slot = cache_.data() + (yo % ring_) * size_;
     if (held_[yo % ring_] != b * g_.Ho + yo) {
-      deinterleave_row(go_ + (b * g_.Ho + yo) * g_.Wo * g_.D * g_.M, g_, slot);
+      deinterleave_row(go_, g_, b, yo, slot);
       held_[yo % ring_] = b * g_.Ho + yo;
     }
     return slot;
   }
 
  private:
-  const T* go_;
+  const GradMap<T>& go_;
   const ConvGeometry& g_;
-  int64_t ring_, row_step_, size_;
+  int64_t ring_, size_;
   std::vector<T> cache_;  // padding columns and lanes stay zero
   std::vector<int64_t> held_;
 };
 
-// One pass over the rows r (stride 1, so output row r sits over input row r): the gradients of
-// dep_conv's weight and bias from output row r, those of qkv and fc from input row r.
+// Where the gradient of qkv goes: channels-last (B, H, W, T, D), or planar (B, T, D, H, W) plus
+// scale times the addends (each holding T / count of the maps, planar, contiguous).
 template <typename T>
-void backward_impl(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
-                   const T* weight, const ConvGeometry& g, int64_t batch, int64_t row_step,
-                   T* grad_qkv, ParamGrads<T>& total) {
+struct QkvGrad {
+  T* ptr;
+  bool planar;
+  std::vector<const T*> addends;
+  T scale;
+};
+
+// Row r of the planar gradient from its channels-last row (W, T, D), plus the addends.
+template <typename T>
+void store_planar_row(const T* row, const QkvGrad<T>& out, const ConvGeometry& g, int64_t b,
+                      int64_t r) {
+  const int64_t plane = g.H * g.W, td = g.T * g.D;
+  const int64_t per = out.addends.empty() ? 1 : g.T / static_cast<int64_t>(out.addends.size());
+  for (int64_t t = 0; t < g.T; ++t) {
+    const T* add = out.addends.empty()
+                       ? nullptr
+                       : out.addends[t / per] + ((b * per + t % per) * g.D * g.H + r) * g.W;
+    tile<T>(row + t * g.D, td, out.ptr + ((b * g.T + t) * g.D * g.H + r) * g.W, plane, add, plane,
+            out.scale, g.D, g.W);
+  }
+}
+
+// One pass over the rows r (stride 1, so output row r sits over input row r): the gradients of
+// dep_conv's weight and bias from output row r, those of qkv and fc from input row r. Rows of
+// planar maps are transposed to channels-last first, as the forward's.
+template <typename T>
+void backward_impl(const GradMap<T>& go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
+                   const T* weight, const ConvGeometry& g, int64_t batch, const QkvGrad<T>& out,
+                   ParamGrads<T>& total) {
   using V = typename VecOf<T>::type;
   constexpr int kB = 3;
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
   std::mutex lock;
   at::parallel_for(0, batch * g.H, 1, [&](int64_t begin, int64_t end) {
     MixedRows<T> mixed(qkv, fc_w, fc_b, g);
-    GradRows<T> grads(go, g, row_step);
+    GradRows<T> grads(go, g);
     ParamGrads<T> part(g);
     std::vector<const T*> go_rows(g.kernel);
     std::vector<T> grad_mixed(g.chunks() * g.W * g.K2 * L);
+    const int64_t td = g.T * g.D;
+    std::vector<T> maps_row(out.planar ? g.W * td : 0), grad_row(out.planar ? g.W * td : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.H, r = task % g.H;
       for (int64_t a = 0; a < g.kernel; ++a) go_rows[a] = grads.row(b, r + g.pad - a * g.dilation);
@@ -581,8 +624,16 @@ void backward_impl(const T* go, const StridedMaps<T>& qkv, const T* fc_w, const 
                                mixed_grad_block<T, PX(), JB()>(go_rows.data(), weight, g, ch, x,
                                                                j0, grad_mixed.data());
                              });
-      fc_grads_row(grad_mixed.data(), qkv, fc_w, g, b, r, grad_qkv + task * g.W * g.T * g.D,
-                   part);
+      if (out.planar) {
+        for (int64_t t = 0; t < g.T; ++t)  // (D, W) at row stride sc -> (W, D) at row stride T*D
+          tile<T>(qkv.at(b, r, 0) + t * qkv.st, qkv.sc, maps_row.data() + t * g.D, td, nullptr, 0,
+                  T(0), g.W, g.D);
+        fc_grads_row(grad_mixed.data(), StridedMaps<T>{maps_row.data(), 0, 0, td, g.D, 1}, fc_w, g,
+                     0, 0, grad_row.data(), part);
+        store_planar_row(grad_row.data(), out, g, b, r);
+      } else {
+        fc_grads_row(grad_mixed.data(), qkv, fc_w, g, b, r, out.ptr + task * g.W * td, part);
+      }
     }
     std::lock_guard<std::mutex> guard(lock);
     part.add_to(total);
@@ -660,28 +711,46 @@ at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
 std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at::Tensor& qkv,
                                            const at::Tensor& fc_weight,
                                            const c10::optional<at::Tensor>& fc_bias,
-                                           const at::Tensor& weight, int64_t dilation,
-                                           int64_t row_step) {
+                                           const at::Tensor& weight, int64_t stride,
+                                           int64_t dilation, const std::vector<at::Tensor>& addends,
+                                           double addend_scale) {
   const ConvGeometry g = geometry(qkv, fc_weight, weight, 1, dilation);
-  TORCH_CHECK(row_step >= 1, "row_step must be >= 1");
-  TORCH_CHECK(qkv.stride(4) == 1, "the backward needs channels-last qkv (unit channel stride)");
-  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(1) == g.Ho && grad_out.size(2) == g.Wo &&
-                  grad_out.size(3) == g.D * g.M,
-              "grad_out must be (B, H, W, d * M)");
-  const at::Tensor go = grad_out.contiguous();
+  TORCH_CHECK(stride >= 1, "stride must be >= 1");
+  // planar: unit stride along W (with addends always: at H = W = 1 both layouts coincide)
+  const bool planar = !addends.empty() || qkv.stride(4) != 1;
+  TORCH_CHECK(!planar || qkv.stride(2) == 1 || g.W == 1,
+              "qkv (B, H, W, T, d) needs a unit stride along d (channels-last) or W (planar)");
+  const int64_t ho = (g.H - 1) / stride + 1, wo = (g.W - 1) / stride + 1;
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == qkv.size(0) && grad_out.size(1) == ho &&
+                  grad_out.size(2) == wo && grad_out.size(3) == g.D * g.M &&
+                  grad_out.scalar_type() == qkv.scalar_type(),
+              "grad_out must be (B, H_out, W_out, d * M) of the maps' dtype");
+  TORCH_CHECK(addends.empty() || g.T % static_cast<int64_t>(addends.size()) == 0,
+              "the addends must split T evenly");
+  for (const at::Tensor& a : addends)
+    TORCH_CHECK(a.is_contiguous() && a.dim() == 5 && a.size(0) == qkv.size(0) &&
+                    a.size(1) * static_cast<int64_t>(addends.size()) == g.T &&
+                    a.size(2) == g.D && a.size(3) == g.H && a.size(4) == g.W &&
+                    a.scalar_type() == qkv.scalar_type(),
+                "each addend must be a contiguous (B, T / len(addends), d, H, W) of qkv's dtype");
   const at::Tensor fc_b_tensor = fc_bias.has_value() ? fc_bias->contiguous() : at::Tensor();
-  at::Tensor grad_qkv = at::empty({qkv.size(0), g.H, g.W, g.T, g.D}, qkv.options());
+  at::Tensor grad_qkv =
+      planar ? at::empty({qkv.size(0), g.T, g.D, g.H, g.W}, qkv.options()).permute({0, 3, 4, 1, 2})
+             : at::empty({qkv.size(0), g.H, g.W, g.T, g.D}, qkv.options());
   at::Tensor grad_weight = at::empty(weight.sizes(), qkv.options());
   at::Tensor grad_bias = at::empty({g.M, g.Dp}, qkv.options());
   at::Tensor grad_fc_w = at::empty({g.K2, g.T}, qkv.options());
   at::Tensor grad_fc_b = at::empty({g.K2}, qkv.options());
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "acmix_conv_path_backward", [&] {
     using T = scalar_t;
-    const StridedMaps<T> maps = strided_maps<T>(qkv);
     const T* fc_b = fc_b_tensor.defined() ? fc_b_tensor.data_ptr<T>() : nullptr;
+    const GradMap<T> go{grad_out.data_ptr<T>(), grad_out.stride(0), grad_out.stride(1),
+                        grad_out.stride(2), grad_out.stride(3), stride};
+    QkvGrad<T> out{grad_qkv.data_ptr<T>(), planar, {}, static_cast<T>(addend_scale)};
+    for (const at::Tensor& a : addends) out.addends.push_back(a.data_ptr<T>());
     ParamGrads<T> total(g);
-    backward_impl<T>(go.data_ptr<T>(), maps, fc_weight.data_ptr<T>(), fc_b, weight.data_ptr<T>(), g,
-                     qkv.size(0), row_step, grad_qkv.data_ptr<T>(), total);
+    backward_impl<T>(go, strided_maps<T>(qkv), fc_weight.data_ptr<T>(), fc_b, weight.data_ptr<T>(),
+                     g, qkv.size(0), out, total);
     std::copy(total.weight.begin(), total.weight.end(), grad_weight.data_ptr<T>());
     std::copy(total.bias.begin(), total.bias.end(), grad_bias.data_ptr<T>());
     T* gfw = grad_fc_w.data_ptr<T>();

@@ -8,7 +8,7 @@ backward (stride 1, channels-last maps, as in the Swin variant) recomputes the m
 ``ACMIX_MM_KERNEL`` allowing it; not traced; a backward where one is needed); elsewhere
 :mod:`acmix_mm.layers.conv_path` composes PyTorch operators with the same numbers.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,28 +60,32 @@ def _unpack(grad_packed: torch.Tensor, grad_bias: torch.Tensor,
 
 
 def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weight: torch.Tensor,
-                             fc_bias: Optional[torch.Tensor], packed: torch.Tensor,
-                             dilation: int, row_step: int = 1) -> Tuple[torch.Tensor, ...]:
-    """The kernel's backward (``dep_conv`` stride 1): gradients of every input of
-    :func:`fused_conv_path` from ``grad_out``.
+                             fc_bias: Optional[torch.Tensor], packed: torch.Tensor, dilation: int,
+                             stride: int = 1, addends: Sequence[torch.Tensor] = (),
+                             addend_scale: float = 1.0) -> Tuple[torch.Tensor, ...]:
+    """The kernel's backward: gradients of every input of :func:`fused_conv_path` from
+    ``grad_out``. A strided ``dep_conv`` is the stride-1 one read at every ``stride``-th
+    position: the kernel runs the stride-1 backward with ``grad_out`` placed at those positions,
+    skipping the zero rows between.
 
     Args:
-        grad_out: ``(B, H, W, d * M)``.
-        maps: ``(B, H, W, T, d)`` with unit stride along ``d``.
+        grad_out: ``(B, H_out, W_out, d * M)``, any strides (e.g. a planar map permuted).
+        maps: ``(B, H, W, T, d)`` with unit stride along ``d`` (channels-last) or ``W`` (planar).
         fc_weight: ``(k^2, T)``, contiguous; fc_bias: ``(k^2,)`` or None.
         packed: ``dep_conv``'s weight as :func:`pack_weight` lays it out.
-        dilation: ``dep_conv``'s.
-        row_step: only the rows ``0, row_step, 2 * row_step, ...`` of ``grad_out`` may be
-            non-zero (a strided ``dep_conv``'s gradient placed at its positions); the kernel
-            skips (and never reads) the others.
+        dilation, stride: ``dep_conv``'s.
+        addends: planar maps only: contiguous ``(B, T / len(addends), d, H, W)`` maps, added
+            times ``addend_scale`` to the maps' gradient as it is written.
 
     Returns:
-        ``grad_maps (B, H, W, T, d)``, ``grad_fc_weight (k^2, T)``, ``grad_fc_bias (k^2,)``,
-        ``grad_weight (d * M, k^2, k, k)`` and ``grad_bias (d * M,)``.
+        ``grad_maps (B, H, W, T, d)`` laid out as ``maps`` (planar underneath for planar maps),
+        ``grad_fc_weight (k^2, T)``, ``grad_fc_bias (k^2,)``, ``grad_weight (d * M, k^2, k, k)``
+        and ``grad_bias (d * M,)``.
     """
     grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
         load_cpu_extension().conv_path_backward(grad_out, maps, fc_weight, fc_bias, packed,
-                                                dilation, row_step)
+                                                stride, dilation, list(addends),
+                                                float(addend_scale))
     grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
     return grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b
 

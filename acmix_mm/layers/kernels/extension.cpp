@@ -18,8 +18,9 @@ at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
 std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at::Tensor& qkv,
                                            const at::Tensor& fc_weight,
                                            const c10::optional<at::Tensor>& fc_bias,
-                                           const at::Tensor& weight, int64_t dilation,
-                                           int64_t row_step);
+                                           const at::Tensor& weight, int64_t stride,
+                                           int64_t dilation, const std::vector<at::Tensor>& addends,
+                                           double addend_scale);
 void transpose_add_(at::Tensor& out, const at::Tensor& src, const c10::optional<at::Tensor>& addend,
                     double scale);
 }  // namespace acmix_mm
@@ -32,8 +33,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_path_forward", &acmix_mm::conv_path_forward,
         "ACmix convolution path (fc, reordering, dep_conv) fused, forward (CPU)");
   m.def("conv_path_backward", &acmix_mm::conv_path_backward,
-        "ACmix convolution path, gradients of qkv, fc and dep_conv (CPU, stride 1; only every "
-        "row_step-th gradient row non-zero)");
+        "ACmix convolution path, gradients of qkv (plus scaled addends), fc and dep_conv (CPU)");
   m.def("transpose_add_", &acmix_mm::transpose_add_,
         "out[b, s, r] = src[b, r, s] + scale * addend[b, s, r], in place (CPU)");
 }
