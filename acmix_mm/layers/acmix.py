@@ -172,7 +172,8 @@ class ACmix(nn.Module):
                            device: torch.device) -> torch.Tensor:
         """:func:`position_grid` as ``(2, H * W)``; read-only: outside recorded graphs it is
         shared by every call with the same arguments (the grid is a constant)."""
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        if (torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.onnx.is_in_onnx_export()):
             return position_grid(height, width, dtype, device).view(2, height * width)
         return _shared_position_grid_flat(height, width, dtype, torch.device(device))
 

@@ -14,8 +14,7 @@ from typing import List, Optional
 
 _DIR = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_DIR, name)
-            for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp',
-                          'transpose_cpu.cpp')]
+            for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp')]
 _HEADERS = [osp.join(_DIR, name) for name in ('cpu_vectors.h', 'transpose_tiles.h')]
 
 
@@ -50,7 +49,7 @@ def _source_digest() -> str:
 @functools.lru_cache(maxsize=None)
 def load_cpu_extension(verbose: bool = False) -> Optional[ModuleType]:
     """The compiled module (``sliding_window_forward``, ``sliding_window_backward``,
-    ``conv_path_forward``, ``conv_path_backward``, ``transpose_add_``), or None where it cannot be
+    ``conv_path_forward``, ``conv_path_backward``), or None where it cannot be
     built."""
     from torch.utils.cpp_extension import load
     isa = _isa_flags()

@@ -21,8 +21,6 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
                                            const at::Tensor& weight, int64_t stride,
                                            int64_t dilation, const std::vector<at::Tensor>& addends,
                                            double addend_scale);
-void transpose_add_(at::Tensor& out, const at::Tensor& src, const c10::optional<at::Tensor>& addend,
-                    double scale);
 }  // namespace acmix_mm
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -34,6 +32,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "ACmix convolution path (fc, reordering, dep_conv) fused, forward (CPU)");
   m.def("conv_path_backward", &acmix_mm::conv_path_backward,
         "ACmix convolution path, gradients of qkv (plus scaled addends), fc and dep_conv (CPU)");
-  m.def("transpose_add_", &acmix_mm::transpose_add_,
-        "out[b, s, r] = src[b, r, s] + scale * addend[b, s, r], in place (CPU)");
 }

@@ -1,4 +1,5 @@
-// Register-tiled transposition of one 2-d block, shared by the C++ CPU kernels:
+// Register-tiled transposition of one 2-d block, with which the conv-path kernel moves rows
+// between the planar and the channels-last layout:
 //
 //   out[s][r] = src[r][s] + scale * add[s][r]   (add optional)
 //
