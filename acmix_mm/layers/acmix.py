@@ -15,7 +15,7 @@ from .acmix_recompute import recomputed_acmix
 from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
 from .kernels.sliding_window_op import selected_backend
-from .projection import project_1x1
+from .projection import project_1x1, recording_graph
 from .sliding_window_attention import sliding_window_attention
 
 
@@ -134,7 +134,7 @@ class ACmix(nn.Module):
         weights = [conv.weight for conv in convs]
         biases = [conv.bias for conv in convs]
         first = weights[0]
-        if (first.device.type != 'cpu' or torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if (first.device.type != 'cpu' or recording_graph()
                 or (torch.is_grad_enabled() and any(p.requires_grad for p in weights + biases))):
             return torch.cat(weights).view(-1, self.in_channels), torch.cat(biases)
         buffers = self.__dict__.get('_projection_buffers')
@@ -172,8 +172,7 @@ class ACmix(nn.Module):
                            device: torch.device) -> torch.Tensor:
         """:func:`position_grid` as ``(2, H * W)``; read-only: outside recorded graphs it is
         shared by every call with the same arguments (the grid is a constant)."""
-        if (torch.jit.is_tracing() or torch.compiler.is_compiling()
-                or torch.onnx.is_in_onnx_export()):
+        if recording_graph():
             return position_grid(height, width, dtype, device).view(2, height * width)
         return _shared_position_grid_flat(height, width, dtype, torch.device(device))
 

@@ -53,11 +53,11 @@ def fastest_choices() -> Dict[Hashable, str]:
 def _tuned(x: torch.Tensor) -> bool:
     """Whether the timed choice applies: float32 on the CPU, outside recorded graphs, with
     nondeterministic algorithms allowed (timing makes the choice differ between processes)."""
-    return (x.device.type == 'cpu' and x.dtype == torch.float32 and not _traced()
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and not recording_graph()
             and not torch.are_deterministic_algorithms_enabled())
 
 
-def _traced() -> bool:
+def recording_graph() -> bool:
     """Whether a graph is being recorded (jit trace, torch.compile / torch.export, ONNX export),
     where shapes may be symbolic and the choice must not depend on timing."""
     return (torch.jit.is_tracing() or torch.compiler.is_compiling()

@@ -2,7 +2,7 @@
 
 ``fc``, the channel reordering and the grouped ``dep_conv`` run in one pass over the projected maps
 (:file:`conv_path_cpu.cpp`), without the transposed copy or mkldnn's slow grouped convolution. Its
-backward (stride 1, channels-last maps, as in the Swin variant) recomputes the mixed maps.
+backward (planar or channels-last maps, any stride) recomputes the mixed maps.
 :func:`fused_conv_path_applies` says when it may run (where the attention operator's
 ``selected_backend`` is ``cpp``, i.e. CPU, float32/float64, the extension built and
 ``ACMIX_MM_KERNEL`` allowing it; not traced; a backward where one is needed); elsewhere
