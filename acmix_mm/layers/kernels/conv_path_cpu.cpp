@@ -248,17 +248,31 @@ void output_row(const T* const* rows, const T* weight, const T* bias, const Conv
     }
 }
 
+// Row y of image b of planar maps (unit stride along x), transposed to channels-last (W, T, D).
+template <typename T>
+void row_to_channels_last(const StridedMaps<T>& qkv, const ConvGeometry& g, int64_t b, int64_t y,
+                          T* dst) {
+  const int64_t td = g.T * g.D;
+  for (int64_t t = 0; t < g.T; ++t)  // (D, W) at row stride sc -> (W, D) at row stride T*D
+    tile<T>(qkv.at(b, y, 0) + t * qkv.st, qkv.sc, dst + t * g.D, td, nullptr, 0, T(0), g.W, g.D);
+}
+
 // The mixed rows of one thread's output rows, each computed once into a ring of slots. A row of
 // planar maps (unit stride along x, as the ResNet variant's) is first transposed to channels-last
-// in registers, so that fc runs over whole vectors of channels as for channels-last maps.
+// in registers, so that fc runs over whole vectors of channels as for channels-last maps; with
+// at least one vector of channels (D >= lanes: below that, mixing the planar row directly over
+// positions is faster). With keep_maps the transposed rows are kept in a ring of their own, for
+// the backward's use of the row it mixed (maps_row).
 template <typename T>
 class MixedRows {
  public:
-  MixedRows(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g)
+  MixedRows(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g,
+            bool keep_maps = false)
       : qkv_(qkv), fc_w_(fc_w), fc_b_(fc_b), g_(g), ring_((g.kernel - 1) * g.dilation + 1),
         cache_(ring_ * g.row_len(), T(0)), held_(ring_, -1),
         planar_(qkv.sx == 1 && qkv.sc != 1 && g.D >= g.lanes),
-        channels_last_(planar_ ? g.W * g.T * g.D : 0) {}
+        maps_ring_(keep_maps ? ring_ : 1),
+        maps_(planar_ || keep_maps ? maps_ring_ * g.W * g.T * g.D : 0), maps_held_(maps_ring_, -1) {}
 
   // Mixed row y of image b (padded coordinates), or null outside the map.
   const T* row(int64_t b, int64_t y) {
@@ -267,15 +281,23 @@ class MixedRows {
     if (held_[y % ring_] != b * g_.H + y) {
       if (planar_) {
         const int64_t td = g_.T * g_.D;
-        for (int64_t t = 0; t < g_.T; ++t)  // (D, W) at row stride sc -> (W, D) at row stride T*D
-          tile<T>(qkv_.at(b, y, 0) + t * qkv_.st, qkv_.sc, channels_last_.data() + t * g_.D, td,
-                  nullptr, 0, T(0), g_.W, g_.D);
-        const StridedMaps<T> row_maps{channels_last_.data(), 0, 0, td, g_.D, 1};
+        const StridedMaps<T> row_maps{maps_row(b, y), 0, 0, td, g_.D, 1};
         mix_row(row_maps, fc_w_, fc_b_, g_, 0, 0, slot);
       } else {
         mix_row(qkv_, fc_w_, fc_b_, g_, b, y, slot);
       }
       held_[y % ring_] = b * g_.H + y;
+    }
+    return slot;
+  }
+
+  // Row y of image b of planar maps as channels-last (W, T, D) (row_to_channels_last), made once
+  // while it stays in the ring.
+  const T* maps_row(int64_t b, int64_t y) {
+    T* slot = maps_.data() + (y % maps_ring_) * g_.W * g_.T * g_.D;
+    if (maps_held_[y % maps_ring_] != b * g_.H + y) {
+      row_to_channels_last(qkv_, g_, b, y, slot);
+      maps_held_[y % maps_ring_] = b * g_.H + y;
     }
     return slot;
   }
@@ -289,7 +311,9 @@ class MixedRows {
   std::vector<T> cache_;  // padding columns and lanes stay zero
   std::vector<int64_t> held_;  // b * H + y of the row in each slot
   bool planar_;
-  std::vector<T> channels_last_;  // (W, T, D): one row of planar maps, transposed
+  int64_t maps_ring_;
+  std::vector<T> maps_;  // (W, T, D) rows of planar maps, transposed
+  std::vector<int64_t> maps_held_;
 };
 
 // The output (and the optional addend, same strides): element (b, yo, xo, c) at
@@ -575,7 +599,7 @@ void store_planar_row(const T* row, const QkvGrad<T>& out, const ConvGeometry& g
 
 // One pass over the rows r (stride 1, so output row r sits over input row r): the gradients of
 // dep_conv's weight and bias from output row r, those of qkv and fc from input row r. Rows of
-// planar maps are transposed to channels-last first, as the forward's.
+// planar maps are transposed to channels-last first, once for mixing and fc's gradients alike.
 template <typename T>
 void backward_impl(const GradMap<T>& go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
                    const T* weight, const ConvGeometry& g, int64_t batch, const QkvGrad<T>& out,
@@ -585,13 +609,13 @@ void backward_impl(const GradMap<T>& go, const StridedMaps<T>& qkv, const T* fc_
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
   std::mutex lock;
   at::parallel_for(0, batch * g.H, 1, [&](int64_t begin, int64_t end) {
-    MixedRows<T> mixed(qkv, fc_w, fc_b, g);
+    MixedRows<T> mixed(qkv, fc_w, fc_b, g, out.planar);
     GradRows<T> grads(go, g);
     ParamGrads<T> part(g);
     std::vector<const T*> go_rows(g.kernel);
     std::vector<T> grad_mixed(g.chunks() * g.W * g.K2 * L);
     const int64_t td = g.T * g.D;
-    std::vector<T> maps_row(out.planar ? g.W * td : 0), grad_row(out.planar ? g.W * td : 0);
+    std::vector<T> grad_row(out.planar ? g.W * td : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.H, r = task % g.H;
       for (int64_t a = 0; a < g.kernel; ++a) go_rows[a] = grads.row(b, r + g.pad - a * g.dilation);
@@ -624,12 +648,9 @@ void backward_impl(const GradMap<T>& go, const StridedMaps<T>& qkv, const T* fc_
                                mixed_grad_block<T, PX(), JB()>(go_rows.data(), weight, g, ch, x,
                                                                j0, grad_mixed.data());
                              });
-      if (out.planar) {
-        for (int64_t t = 0; t < g.T; ++t)  // (D, W) at row stride sc -> (W, D) at row stride T*D
-          tile<T>(qkv.at(b, r, 0) + t * qkv.st, qkv.sc, maps_row.data() + t * g.D, td, nullptr, 0,
-                  T(0), g.W, g.D);
-        fc_grads_row(grad_mixed.data(), StridedMaps<T>{maps_row.data(), 0, 0, td, g.D, 1}, fc_w, g,
-                     0, 0, grad_row.data(), part);
+      if (out.planar) {  // row r is in the ring where the loop above mixed it
+        fc_grads_row(grad_mixed.data(), StridedMaps<T>{mixed.maps_row(b, r), 0, 0, td, g.D, 1},
+                     fc_w, g, 0, 0, grad_row.data(), part);
         store_planar_row(grad_row.data(), out, g, b, r);
       } else {
         fc_grads_row(grad_mixed.data(), qkv, fc_w, g, b, r, out.ptr + task * g.W * td, part);
