@@ -137,8 +137,8 @@ inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64
 // logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros. Key-indexed rows hold
 // the reflected window columns of one input row of keys (minus pe) or values for every channel;
 // they live in a cache of slots, so consecutive output rows gather each input row once. With a
-// stride s > 1 each key-indexed row is also kept split into its s phases (columns p, p + s, ...),
-// so that the queries of a chunk read their window columns at unit stride.
+// stride s > 1 each key-indexed row is kept split into its s phases instead (columns p, p + s,
+// ...), so that the queries of a chunk read their window columns at unit stride.
 template <typename T>
 struct RowWork {
   const Geometry& g;
@@ -166,8 +166,9 @@ struct RowWork {
     for (int64_t x = 0; x < g.span; ++x) cols[x] = reflect(x - g.pad, g.W);
     slot_key.assign(num_slots, -1);
     slot_age.assign(num_slots, -1);
-    keys.assign(num_slots * g.d * klen, T(0));
-    values.assign(num_slots * g.d * klen, T(0));
+    const int64_t full_rows = g.stride == 1 ? num_slots * g.d * klen : 0;  // else phases only
+    keys.assign(full_rows, T(0));
+    values.assign(full_rows, T(0));
     phase_len = g.stride == 1 ? 0 : lead / g.stride + padded_wo + 1;
     key_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
     value_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
@@ -249,6 +250,11 @@ struct RowWork {
       const T* kr = k.row(c, rows[i]);
       const T* vr = v.row(c, rows[i]);
       const T* pr = pe == nullptr ? nullptr : pe + (c * g.H + rows[i]) * g.W;
+      if (g.stride > 1) {
+        const int64_t at = (slot_of[i] * g.d + c) * g.stride * phase_len;
+        fill_phases(kr, vr, pr, key_phases.data() + at, value_phases.data() + at, lo, hi);
+        continue;
+      }
       T* kd = key_row(c, i);
       T* vd = value_row(c, i);
       auto reflected = [&](int64_t x) {
@@ -266,17 +272,49 @@ struct RowWork {
         for (int64_t x = lo; x < hi; ++x) kd[x] = kin[x] - pin[x];
       }
       for (int64_t x = lo; x < hi; ++x) vd[x] = vin[x];
-      if (g.stride > 1) {
-        split_phases(kd, key_phases.data() + (slot_of[i] * g.d + c) * g.stride * phase_len);
-        split_phases(vd, value_phases.data() + (slot_of[i] * g.d + c) * g.stride * phase_len);
+    }
+  }
+
+  // The stride phases of one channel's reflected key (minus pe) and value rows, straight from
+  // the input rows: phase p holds the columns p, p + s, ... below span (the columns lo .. hi - 1
+  // read the row itself at stride s, the others through the reflection); the columns from span
+  // on stay zero.
+  void fill_phases(const T* kr, const T* vr, const T* pr, T* kd, T* vd, int64_t lo, int64_t hi) {
+    const int64_t s = g.stride;
+    for (int64_t p = 0; p < s; ++p, kd += phase_len, vd += phase_len) {
+      const int64_t n = (g.span - p + s - 1) / s;
+      const int64_t a = std::min(n, (lo - p + s - 1) / s);  // the first column >= lo
+      const int64_t e = std::min(n, std::max(a, (hi - p + s - 1) / s));  // the first >= hi
+      auto reflected = [&](int64_t x) {
+        const int64_t col = cols[p + s * x];
+        kd[x] = pr == nullptr ? kr[col] : kr[col] - pr[col];
+        vd[x] = vr[col];
+      };
+      for (int64_t x = 0; x < a; ++x) reflected(x);
+      for (int64_t x = e; x < n; ++x) reflected(x);
+      const int64_t first = p + s * a - g.pad;  // input column of x = a
+      if (s == 2) {
+        strided_copy<2>(kr + first, pr == nullptr ? nullptr : pr + first, vr + first, s,
+                        kd + a, vd + a, e - a);
+      } else {
+        strided_copy<0>(kr + first, pr == nullptr ? nullptr : pr + first, vr + first, s,
+                        kd + a, vd + a, e - a);
       }
     }
   }
 
-  void split_phases(const T* row, T* dst) const {
-    for (int64_t p = 0; p < g.stride; ++p, dst += phase_len)
-      for (int64_t x = 0, col = p; x < phase_len; ++x, col += g.stride)
-        dst[x] = col < klen ? row[col] : T(0);
+  // kd[x] = k[x * s] - p[x * s] (k alone without p), vd[x] = v[x * s] for x < n; S: s known at
+  // compile time (so that the loops vectorise), or 0.
+  template <int S>
+  static void strided_copy(const T* k, const T* p, const T* v, int64_t s, T* kd, T* vd,
+                           int64_t n) {
+    const int64_t step = S > 0 ? S : s;
+    if (p == nullptr) {
+      for (int64_t x = 0; x < n; ++x) kd[x] = k[x * step];
+    } else {
+      for (int64_t x = 0; x < n; ++x) kd[x] = k[x * step] - p[x * step];
+    }
+    for (int64_t x = 0; x < n; ++x) vd[x] = v[x * step];
   }
 
   // out_rows(o)[x] = sum_c a_c[x] * window_c(o)[x] for every window offset o = i * k + j, with

@@ -19,6 +19,8 @@ CASES = [
     ((1, 2, 4, 10, 11), 5, 3, 1, True),  # three column phases
     ((1, 1, 3, 9, 13), 3, 2, 2, True),  # stride and dilation: one phase no offset reaches
     ((1, 1, 2, 6, 40), 3, 3, 2, True),  # stride 3, dilation 2, rows over one register block
+    ((1, 2, 4, 9, 12), 5, 2, 1, False),  # strided rows without pe
+    ((1, 1, 3, 7, 17), 3, 4, 1, False),  # stride 4: phases longer than the kernel reaches
 ]
 
 
