@@ -14,6 +14,7 @@ from ._validation import check_heads, check_input, check_odd_kernel, check_posit
 from .acmix_recompute import recomputed_acmix
 from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
+from .kernels.cpu_extension import load_cpu_extension
 from .kernels.sliding_window_op import selected_backend
 from .projection import project_1x1, recording_graph
 from .sliding_window_attention import sliding_window_attention
@@ -188,8 +189,19 @@ class ACmix(nn.Module):
         return pe.view(-1, height, width)
 
     def mix_paths(self, qkv: torch.Tensor) -> torch.Tensor:
-        """``rate1 * attention + rate2 * convolution`` from ``qkv`` ``(B, 3C, H, W)``."""
+        """``rate1 * attention + rate2 * convolution`` from ``qkv`` ``(B, 3C, H, W)``.
+
+        Where no gradient is recorded and the C++ kernels run (see :meth:`_fused_stage_two`),
+        one call of the extension does it all; otherwise the operators below, with the same
+        kernels where they apply.
+        """
         b, _, h, w = qkv.shape
+        if self._fused_stage_two(qkv):
+            return load_cpu_extension().acmix_mix_paths(
+                qkv.contiguous(), self.position_grid_flat(h, w, qkv.dtype, qkv.device),
+                self.conv_p.weight, self.conv_p.bias, self.fc.weight, self.fc.bias,
+                self.dep_conv.weight, self.dep_conv.bias, self.rate1.item(), self.rate2,
+                self.heads, self.kernel_att, self.stride, self.dilation)
         n, d = self.heads, self.head_dim
         q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
         att = sliding_window_attention(q, k, v, self.kernel_att, self.stride, self.dilation,
@@ -200,6 +212,15 @@ class ACmix(nn.Module):
         # writes its result (planar, as the attention's)
         return conv_path(qkv.view(b, 3 * n, d, h, w), self.fc, self.dep_conv, self.rate2,
                          residual=out_att, residual_scale=self.rate1)
+
+    def _fused_stage_two(self, qkv: torch.Tensor) -> bool:
+        """Whether :meth:`mix_paths` runs as one call of the C++ extension: no gradient recorded,
+        no graph recorded (traces must see the operators), and the attention operator's backend
+        ``cpp`` for ``qkv`` (CPU, float32/float64, built, allowed by ``ACMIX_MM_KERNEL``) with
+        parameters of ``qkv``'s dtype."""
+        return (not torch.is_grad_enabled() and not recording_graph()
+                and self.dep_conv.weight.dtype == qkv.dtype
+                and selected_backend(qkv.device, qkv.dtype) == 'cpp')
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_att={self.kernel_att}, '

@@ -162,3 +162,28 @@ def test_state_made_under_inference_mode_serves_training():
     assert layer.conv_p.weight.grad is not None
     grid = layer.position_grid_flat(5, 7, torch.float32, torch.device('cpu'))
     assert torch.equal(grid.view(1, 2, 5, 7), position_grid(5, 7, torch.float32, 'cpu'))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('cin,c,heads,k_att,k_conv,stride,dilation,h,w', [
+    (16, 16, 4, 7, 3, 1, 1, 9, 11),
+    (8, 12, 3, 5, 1, 2, 1, 7, 6),
+    (6, 8, 2, 3, 5, 3, 2, 10, 13),
+    (8, 8, 2, 7, 3, 1, 1, 1, 1),
+])
+def test_fused_stage_two_equals_the_operators(monkeypatch, dtype, cin, c, heads, k_att, k_conv,
+                                              stride, dilation, h, w):
+    """Inference runs stage II as one call of the extension; it gives exactly what the separate
+    operators (the attention operator, the conv-path kernel, the positional term) give."""
+    layer = randomised(ACmix(cin, c, kernel_att=k_att, heads=heads, kernel_conv=k_conv,
+                             stride=stride, dilation=dilation)).to(dtype).eval()
+    x = torch.randn(2, cin, h, w, dtype=dtype)
+    with torch.no_grad():
+        assert layer._fused_stage_two(layer.project(x))
+        fused = layer(x)
+        monkeypatch.setattr(ACmix, '_fused_stage_two', lambda self, qkv: False)
+        separate = layer(x)
+    assert torch.equal(fused, separate)
+    torch.testing.assert_close(fused.double(), spec_acmix_from_module(layer.double(), x.double()),
+                               rtol=1e-4 if dtype == torch.float32 else 1e-9,
+                               atol=1e-4 if dtype == torch.float32 else 1e-9)

@@ -789,4 +789,44 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
   return {grad_qkv, grad_fc_w, grad_fc_b, grad_weight, grad_bias};
 }
 
+std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
+                                       const c10::optional<at::Tensor>& bias,
+                                       const at::Tensor& scale, int64_t d) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) % d == 0 && weight.size(2) == weight.size(3),
+              "weight must be dep_conv's (d * M, K2, k, k)");
+  TORCH_CHECK(scale.numel() == 1 || scale.numel() == weight.size(0),
+              "scale must have 1 or d * M elements");
+  const int64_t c_out = weight.size(0), K2 = weight.size(1), k = weight.size(2), M = c_out / d;
+  const int64_t L = 32 / weight.element_size(), chunks = (d + L - 1) / L, taps = k * k * K2;
+  const at::Tensor w = weight.contiguous(), sc = scale.to(weight.scalar_type()).contiguous();
+  at::Tensor packed = at::zeros({chunks, M, k, k, K2, L}, weight.options());
+  at::Tensor packed_bias = at::zeros({M, chunks * L}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "acmix_conv_path_pack", [&] {
+    using T = scalar_t;
+    const T* src = w.data_ptr<T>();
+    const T* s_ptr = sc.data_ptr<T>();
+    const int64_t s_step = sc.numel() == 1 ? 0 : 1;
+    T* dst = packed.data_ptr<T>();
+    for (int64_t c = 0; c < d; ++c)  // output channel c * M + m, lane c % L of chunk c / L
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t o = c * M + m;
+        const T s = s_ptr[o * s_step];
+        T* out = dst + ((c / L) * M + m) * taps * L + c % L;
+        for (int64_t j = 0; j < K2; ++j)
+          for (int64_t a = 0; a < k; ++a)
+            for (int64_t e = 0; e < k; ++e)
+              out[((a * k + e) * K2 + j) * L] = src[((o * K2 + j) * k + a) * k + e] * s;
+      }
+    if (bias.has_value()) {
+      const at::Tensor b = bias->to(weight.scalar_type()).contiguous();
+      const T* b_ptr = b.data_ptr<T>();
+      T* pb = packed_bias.data_ptr<T>();
+      for (int64_t c = 0; c < d; ++c)
+        for (int64_t m = 0; m < M; ++m)
+          pb[m * chunks * L + c] = b_ptr[c * M + m] * s_ptr[(c * M + m) * s_step];
+    }
+  });
+  return {packed, packed_bias};
+}
+
 }  // namespace acmix_mm

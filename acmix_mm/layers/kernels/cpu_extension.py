@@ -14,7 +14,8 @@ from typing import List, Optional
 
 _DIR = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_DIR, name)
-            for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp')]
+            for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp',
+                         'acmix_inference_cpu.cpp')]
 _HEADERS = [osp.join(_DIR, name) for name in ('cpu_vectors.h', 'transpose_tiles.h')]
 
 
@@ -49,8 +50,8 @@ def _source_digest() -> str:
 @functools.lru_cache(maxsize=None)
 def load_cpu_extension(verbose: bool = False) -> Optional[ModuleType]:
     """The compiled module (``sliding_window_forward``, ``sliding_window_backward``,
-    ``conv_path_forward``, ``conv_path_backward``), or None where it cannot be
-    built."""
+    ``conv_path_forward``, ``conv_path_backward``, ``conv_path_pack``, ``acmix_mix_paths``), or
+    None where it cannot be built."""
     from torch.utils.cpp_extension import load
     isa = _isa_flags()
     name = f'acmix_mm_cpu_{"avx2" if isa else "generic"}_{_source_digest()}'

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from acmix_mm.layers import build_dep_conv, build_fc, conv_path, conv_path_channels_last
-from acmix_mm.layers.kernels.conv_path_op import fused_conv_path, fused_conv_path_applies
+from acmix_mm.layers.kernels.conv_path_op import (fused_conv_path, fused_conv_path_applies,
+                                                  pack_weight)
+from acmix_mm.layers.kernels.cpu_extension import load_cpu_extension
 
 
 def _modules(heads, d, out_channels, stride=1, dilation=1, fc_bias=True, seed=0, kernel=3):
@@ -130,3 +132,18 @@ def test_backward_refuses_strided_calls():
     maps = torch.randn(1, 6, 6, 3, 8, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match='stride 1, channels-last maps and no addend only'):
         fused_conv_path(maps, fc.weight, fc.bias, dep_conv.weight, dep_conv.bias, 2, 1)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('d,m,kernel', [(3, 4, 3), (8, 1, 1), (12, 4, 3), (20, 2, 5)])
+@pytest.mark.parametrize('with_bias,per_channel', [(True, False), (False, False), (True, True)])
+def test_kernel_packing_equals_folding_then_pack_weight(dtype, d, m, kernel, with_bias,
+                                                        per_channel):
+    """``conv_path_pack`` (the fused inference call's) lays out ``scale * weight`` and
+    ``scale * bias`` exactly as :func:`pack_weight` after ``conv_path``'s folding."""
+    weight = torch.randn(d * m, kernel * kernel, kernel, kernel, dtype=dtype)
+    bias = torch.randn(d * m, dtype=dtype) if with_bias else None
+    scale = torch.randn(d * m if per_channel else 1, dtype=dtype)
+    want = pack_weight(weight * scale.view(-1, 1, 1, 1), None if bias is None else bias * scale, d)
+    got = load_cpu_extension().conv_path_pack(weight, bias, scale, d)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
