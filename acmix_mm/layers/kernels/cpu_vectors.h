@@ -14,6 +14,19 @@ template <> struct VecOf<float> { using type = float_vec; };
 template <> struct VecOf<double> { using type = double_vec; };
 template <typename T> constexpr int64_t kLanes = 32 / sizeof(T);
 
+// The widest vectors the build targets (64 bytes with AVX-512, else 32), for kernels whose data
+// layout does not depend on the width: the same arithmetic per lane, so the same results.
+#if defined(__AVX512F__)
+#define ACMIX_WIDE_BYTES 64
+#else
+#define ACMIX_WIDE_BYTES 32
+#endif
+typedef float float_wide __attribute__((vector_size(ACMIX_WIDE_BYTES), aligned(4)));
+typedef double double_wide __attribute__((vector_size(ACMIX_WIDE_BYTES), aligned(8)));
+template <typename T> struct WideOf;
+template <> struct WideOf<float> { using type = float_wide; };
+template <> struct WideOf<double> { using type = double_wide; };
+
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Zeroes an array of accumulators element by element: GCC zeroes an `= {}` array in memory (rep

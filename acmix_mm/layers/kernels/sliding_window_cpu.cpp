@@ -77,7 +77,7 @@ Slice<T> slice(const at::Tensor& t, int64_t b, int64_t n) {
 }
 
 
-constexpr int64_t kShared = 4;  // sums sharing one operand in chunk_dot_shared
+constexpr int64_t kShared = 8;  // sums sharing one operand in chunk_dot_shared
 
 // Rows of one operand of chunk_dot_shared: row r of sum m starts at base[m] + offset[r].
 template <typename T>
@@ -92,7 +92,7 @@ struct Rows {
 template <int64_t M, typename T>
 inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const Rows<T>& a,
                              const Rows<T>& b, int64_t x0) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   constexpr int64_t lanes = sizeof(V) / sizeof(T), vectors = kChunk / lanes;
   V acc[M][vectors];
   zero(acc);
@@ -126,6 +126,10 @@ template <typename T>
 inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64_t rows,
                                const Rows<T>& a, const Rows<T>& b, int64_t x0) {
   switch (outs) {
+    case 8: return chunk_dot_shared<8, T>(out, count, rows, a, b, x0);
+    case 7: return chunk_dot_shared<7, T>(out, count, rows, a, b, x0);
+    case 6: return chunk_dot_shared<6, T>(out, count, rows, a, b, x0);
+    case 5: return chunk_dot_shared<5, T>(out, count, rows, a, b, x0);
     case 4: return chunk_dot_shared<4, T>(out, count, rows, a, b, x0);
     case 3: return chunk_dot_shared<3, T>(out, count, rows, a, b, x0);
     case 2: return chunk_dot_shared<2, T>(out, count, rows, a, b, x0);

@@ -1,4 +1,6 @@
-"""Where the C++ kernels cannot be built, one visible warning names the cause and the fix."""
+"""The C++ kernels' build: instruction-set flags that follow the CPU, and where the kernels cannot
+be built, one visible warning that names the cause and the fix."""
+import platform
 import warnings
 
 import pytest
@@ -28,3 +30,16 @@ def test_one_warning_with_cause_and_fix(failing_build):
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # a second warning would raise
         assert cpu_extension.load_cpu_extension() is None
+
+
+@pytest.mark.parametrize('cpu,want', [
+    ({'avx2', 'fma'}, ['-mavx2', '-mfma']),
+    ({'avx2', 'fma', 'avx512f', 'avx512vl', 'avx512dq', 'avx512bw'},
+     ['-mavx2', '-mfma', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw']),
+    ({'avx2', 'fma', 'avx512f'}, ['-mavx2', '-mfma']),  # AVX-512 without VL/DQ/BW: not used
+    ({'sse2', 'avx512f'}, []),
+])
+def test_isa_flags_follow_the_cpu(monkeypatch, cpu, want):
+    monkeypatch.setattr(platform, 'machine', lambda: 'x86_64')
+    monkeypatch.setattr(cpu_extension, '_cpu_flags', lambda: cpu)
+    assert cpu_extension._isa_flags() == want
