@@ -1,23 +1,15 @@
 // ACmix's stage II for inference on the CPU in one call: the positional term, the sliding-window
 // attention and the conv path (which adds rate1 times the attention as it writes its result),
-// without the Python and dispatcher steps between them (tens of microseconds per layer, a few
-// percent of a network's inference). Semantics: ACmix.mix_paths in acmix_mm/layers/acmix.py.
+// without the Python, dispatcher and weight-packing steps between them (at small maps these cost
+// as much as the kernels). Semantics: ACmix.mix_paths in acmix_mm/layers/acmix.py.
 #include <torch/extension.h>
 
 #include <cmath>
 #include <vector>
 
+#include "kernels.h"
+
 namespace acmix_mm {
-at::Tensor sliding_window_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const c10::optional<at::Tensor>& pe, double scale,
-                                  int64_t kernel, int64_t stride, int64_t dilation);
-at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
-                             const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
-                             const at::Tensor& bias, int64_t stride, int64_t dilation,
-                             const c10::optional<at::Tensor>& addend, double addend_scale);
-std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
-                                       const c10::optional<at::Tensor>& bias,
-                                       const at::Tensor& scale, int64_t d);
 
 at::Tensor acmix_mix_paths(const at::Tensor& qkv, const at::Tensor& grid,
                            const at::Tensor& conv_p_weight, const at::Tensor& conv_p_bias,

@@ -16,7 +16,8 @@ _DIR = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_DIR, name)
             for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp',
                          'acmix_inference_cpu.cpp')]
-_HEADERS = [osp.join(_DIR, name) for name in ('cpu_vectors.h', 'transpose_tiles.h')]
+_HEADERS = [osp.join(_DIR, name)
+            for name in ('cpu_vectors.h', 'transpose_tiles.h', 'kernels.h')]
 
 
 def _cpu_flags() -> set:
