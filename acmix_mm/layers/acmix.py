@@ -14,6 +14,7 @@ from ._validation import check_heads, check_input, check_odd_kernel, check_posit
 from .acmix_recompute import recomputed_acmix
 from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
+from .kernels.conv_path_op import fused_conv_path_applies
 from .kernels.cpu_extension import load_cpu_extension
 from .kernels.sliding_window_op import selected_backend
 from .projection import project_1x1, recording_graph
@@ -215,12 +216,12 @@ class ACmix(nn.Module):
 
     def _fused_stage_two(self, qkv: torch.Tensor) -> bool:
         """Whether :meth:`mix_paths` runs as one call of the C++ extension: no gradient recorded,
-        no graph recorded (traces must see the operators), and the attention operator's backend
-        ``cpp`` for ``qkv`` (CPU, float32/float64, built, allowed by ``ACMIX_MM_KERNEL``) with
-        parameters of ``qkv``'s dtype."""
+        no graph recorded (traces must see the operators), and the conv-path kernel applicable
+        to ``qkv`` and stage II's parameters (:func:`.kernels.conv_path_op.fused_conv_path_applies`:
+        one dtype, the attention operator's backend ``cpp``)."""
         return (not torch.is_grad_enabled() and not recording_graph()
-                and self.dep_conv.weight.dtype == qkv.dtype
-                and selected_backend(qkv.device, qkv.dtype) == 'cpp')
+                and fused_conv_path_applies(qkv, self.conv_p.weight, self.fc.weight,
+                                            self.dep_conv.weight, self.rate1, self.rate2))
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_att={self.kernel_att}, '
