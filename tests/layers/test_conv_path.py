@@ -17,7 +17,8 @@ def _modules(heads, d, stride, dilation, kernel, fc_bias):
     return fc, dep_conv
 
 
-# d below, at and off the vector width (4 doubles); strides 1 to 4, with dilation; 1x1 maps
+# d below, at and off the vector width (4 doubles, 8 with AVX-512); strides 1 to 4, with
+# dilation; 1x1 maps
 @pytest.mark.parametrize('backend', ['auto', 'python'])
 @pytest.mark.parametrize('grad_layout', [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize('h,w,heads,d,stride,dilation,kernel,fc_bias,addends', [
@@ -54,9 +55,10 @@ def test_backward_matches_autograd(monkeypatch, backend, grad_layout, h, w, head
 
 
 # float32: rows transposed in 8 x 8 register tiles (d of whole tiles, with a remainder, below a
-# tile; widths off the tile size), the attention's gradient added as the rows are stored
+# tile; widths off the tile size; d = 20: a whole vector of 16 lanes and a remainder), the
+# attention's gradient added as the rows are stored
 @pytest.mark.parametrize('h,w,d,stride', [(6, 21, 16, 1), (7, 13, 12, 2), (5, 9, 5, 1),
-                                          (8, 8, 8, 3)])
+                                          (8, 8, 8, 3), (5, 11, 20, 1)])
 def test_float32_backward_within_round_off(h, w, d, stride):
     heads = 2
     fc, dep_conv = _modules(heads, d, stride, 1, 3, False)

@@ -8,8 +8,8 @@
 //
 // (zero outside the map: dep_conv zero-pads the mixed maps). Each thread computes the mixed rows
 // its output rows read once, into a ring of rows zero-padded left and right with the channels
-// padded to the vector width, so nothing k^2 times larger than qkv is stored and no transposing
-// copy is made. Semantics: conv_path / conv_path_channels_last in acmix_mm/layers/conv_path.py.
+// padded to the vector width (64 bytes where built for AVX-512, else 32), so nothing k^2 times
+// larger than qkv is stored and no transposing copy is made. Semantics: conv_path / conv_path_channels_last in acmix_mm/layers/conv_path.py.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -79,7 +79,11 @@ inline void with_width(int64_t n, F&& f) {
 template <typename V>
 inline void in_register(V& v) {
 #ifdef __AVX__
+#ifdef __AVX512F__
+  asm("" : "+v"(v));  // any of the 32 registers
+#else
   asm("" : "+x"(v));
+#endif
 #endif
 }
 
@@ -88,7 +92,7 @@ inline void in_register(V& v) {
 template <typename T, int XB, int JB>
 void mix_block(const T* src, int64_t sx, int64_t st, const T* fc_w, const T* fc_b, int64_t n_t,
                int64_t j0, T* dst, int64_t col, int64_t lanes) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   V acc[XB][JB];
   for (int jj = 0; jj < JB; ++jj)
     for (int xb = 0; xb < XB; ++xb) acc[xb][jj] = V{} + (fc_b ? fc_b[j0 + jj] : T(0));
@@ -111,7 +115,7 @@ void mix_block(const T* src, int64_t sx, int64_t st, const T* fc_w, const T* fc_
 template <typename T>
 void mix_positions(const T* src, int64_t st, const T* fc_w, const T* fc_b, int64_t n_t,
                    int64_t k2, T* dst, int64_t col, int64_t lanes) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   constexpr int kJB = 3;
   for (int64_t j0 = 0; j0 < k2; j0 += kJB) {
     const int jb = static_cast<int>(std::min<int64_t>(kJB, k2 - j0));
@@ -132,17 +136,22 @@ void mix_positions(const T* src, int64_t st, const T* fc_w, const T* fc_b, int64
 template <typename T>
 void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g,
              int64_t b, int64_t y, T* row) {
-  constexpr int kXB = 3, kJB = 3;
+  constexpr int kXB = 3, kJB = 3, kWideJB = 9;
   const int64_t L = g.lanes, col = g.K2 * L;
   const int64_t full = qkv.sc == 1 ? g.D / L : 0;  // chunks done with vectors
   for (int64_t ch = 0; ch < full; ++ch)
     for (int64_t x = 0; x < g.W; x += kXB) {
       const int xb = static_cast<int>(std::min<int64_t>(kXB, g.W - x));
+      const T* src = qkv.at(b, y, x) + ch * L;
       T* dst = row + ch * g.row_chunk() + (x + g.pad) * col;
-      for (int64_t j = 0; j < g.K2; j += kJB)
+      int64_t j = 0;
+      for (; j + kWideJB <= g.K2; j += kWideJB)  // 27 sums: fewer loads per product
+        with_width(xb, [&](auto XB) {
+          mix_block<T, XB(), kWideJB>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
+        });
+      for (; j < g.K2; j += kJB)
         with_block_shape(xb, std::min<int64_t>(kJB, g.K2 - j), [&](auto XB, auto JB) {
-          mix_block<T, XB(), JB()>(qkv.at(b, y, x) + ch * L, qkv.sx, qkv.st, fc_w, fc_b, g.T, j,
-                                   dst, col, L);
+          mix_block<T, XB(), JB()>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
         });
     }
   const int64_t x_vec = full == 0 && qkv.sx == 1 ? g.W / L * L : 0;  // planar maps (ResNet)
@@ -178,7 +187,7 @@ struct OutRow {
 template <typename T, int PX, int MB>
 void output_block(const T* const* rows, const T* weight, const T* bias, const ConvGeometry& g,
                   int64_t xo, int64_t m0, int64_t ch, const OutRow<T>& out) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   const int64_t L = g.lanes, col = g.K2 * L;
   V acc[PX][MB];
   for (int mi = 0; mi < MB; ++mi) {
@@ -204,7 +213,7 @@ void output_block(const T* const* rows, const T* weight, const T* bias, const Co
     }
   }
   // channel c * M + m of the output: interleave the MB sums through a small buffer
-  alignas(32) T sums[PX][MB][32 / sizeof(T)];
+  alignas(ACMIX_WIDE_BYTES) T sums[PX][MB][kWideLanes<T>];
   for (int p = 0; p < PX; ++p)
     for (int mi = 0; mi < MB; ++mi) *reinterpret_cast<V*>(sums[p][mi]) = acc[p][mi];
   const int64_t lanes = std::min<int64_t>(L, g.D - ch * L);
@@ -362,7 +371,7 @@ struct GradMap {
 
 template <typename T>
 void deinterleave_row(const GradMap<T>& go, const ConvGeometry& g, int64_t b, int64_t yo, T* row) {
-  constexpr int64_t L = kLanes<T>;
+  constexpr int64_t L = kWideLanes<T>;
   const int64_t wp = g.Wo + 2 * g.pad, M = g.M, cols = (g.Wo - 1) / go.step + 1;
   const T* src_row = go.ptr + b * go.sb + yo / go.step * go.sy;
   for (int64_t ch = 0; ch < g.chunks(); ++ch) {
@@ -390,7 +399,7 @@ void deinterleave_row(const GradMap<T>& go, const ConvGeometry& g, int64_t b, in
 template <typename T, int MB, int JB>
 void weight_grad_block(const T* go_row, const T* mixed_row, const ConvGeometry& g, int64_t a,
                        int64_t e, int64_t ch, int64_t m0, int64_t j0, T* grad_w) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   const int64_t L = g.lanes, col = g.K2 * L;
   V acc[MB][JB];
   zero(acc);
@@ -414,7 +423,7 @@ void weight_grad_block(const T* go_row, const T* mixed_row, const ConvGeometry& 
 template <typename T, int PX, int JB>
 void mixed_grad_block(const T* const* go_rows, const T* weight, const ConvGeometry& g,
                       int64_t ch, int64_t x, int64_t j0, T* grad_mixed) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
   V acc[PX][JB];
   zero(acc);
@@ -455,10 +464,10 @@ struct ParamGrads {
 
 // One chunk of channels of position x, t = t0 .. t0 + TB - 1 (zero beyond d).
 template <typename T, int TB>
-inline void load_maps(const T* src, int64_t st, int64_t lanes, typename VecOf<T>::type* in) {
-  using V = typename VecOf<T>::type;
+inline void load_maps(const T* src, int64_t st, int64_t lanes, typename WideOf<T>::type* in) {
+  using V = typename WideOf<T>::type;
   for (int tt = 0; tt < TB; ++tt) {
-    if (lanes == kLanes<T>) {
+    if (lanes == kWideLanes<T>) {
       in[tt] = *reinterpret_cast<const V*>(src + tt * st);
     } else {
       in[tt] = V{};
@@ -472,8 +481,8 @@ inline void load_maps(const T* src, int64_t st, int64_t lanes, typename VecOf<T>
 template <typename T, int TB, int JB>
 void fc_weight_grad_block(const T* grad_mixed, const StridedMaps<T>& qkv, const ConvGeometry& g,
                           int64_t b, int64_t y, int64_t t0, int64_t j0, T* grad_fc_w) {
-  using V = typename VecOf<T>::type;
-  constexpr int64_t L = kLanes<T>;
+  using V = typename WideOf<T>::type;
+  constexpr int64_t L = kWideLanes<T>;
   V acc[TB][JB];
   zero(acc);
   for (int64_t ch = 0; ch < g.chunks(); ++ch) {
@@ -498,7 +507,7 @@ void fc_weight_grad_block(const T* grad_mixed, const StridedMaps<T>& qkv, const 
 template <typename T, int TB>
 inline void through_fc_block(const T* gx, const T* fc_w, const ConvGeometry& g, int64_t t0,
                              int64_t lanes, T* dst) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   V acc[TB];
   for (int tt = 0; tt < TB; ++tt) acc[tt] = V{};
   for (int64_t j = 0; j < g.K2; ++j) {
@@ -519,7 +528,7 @@ inline void through_fc_block(const T* gx, const T* fc_w, const ConvGeometry& g, 
 template <typename T>
 void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
                   const ConvGeometry& g, int64_t b, int64_t y, T* grad_qkv, ParamGrads<T>& part) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   constexpr int kB = 3, kTB = 6;
   const int64_t L = g.lanes;
   for (int64_t x = 0; x < g.W; ++x)
@@ -604,7 +613,7 @@ template <typename T>
 void backward_impl(const GradMap<T>& go, const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
                    const T* weight, const ConvGeometry& g, int64_t batch, const QkvGrad<T>& out,
                    ParamGrads<T>& total) {
-  using V = typename VecOf<T>::type;
+  using V = typename WideOf<T>::type;
   constexpr int kB = 3;
   const int64_t L = g.lanes, wp = g.Wo + 2 * g.pad;
   std::mutex lock;
@@ -675,7 +684,7 @@ ConvGeometry geometry(const at::Tensor& qkv, const at::Tensor& fc_weight, const 
   ConvGeometry g;
   g.H = qkv.size(1), g.W = qkv.size(2), g.T = qkv.size(3), g.D = qkv.size(4);
   g.M = weight.size(1), g.kernel = weight.size(2), g.K2 = weight.size(4);
-  g.lanes = 32 / qkv.element_size();
+  g.lanes = kVectorBytes / qkv.element_size();
   g.Dp = weight.size(0) * weight.size(5);
   g.stride = stride, g.dilation = dilation, g.pad = dilation * (g.kernel / 2);
   g.Ho = (g.H - 1) / stride + 1, g.Wo = (g.W - 1) / stride + 1;
@@ -797,7 +806,7 @@ std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
   TORCH_CHECK(scale.numel() == 1 || scale.numel() == weight.size(0),
               "scale must have 1 or d * M elements");
   const int64_t c_out = weight.size(0), K2 = weight.size(1), k = weight.size(2), M = c_out / d;
-  const int64_t L = 32 / weight.element_size(), chunks = (d + L - 1) / L, taps = k * k * K2;
+  const int64_t L = kVectorBytes / weight.element_size(), chunks = (d + L - 1) / L, taps = k * k * K2;
   const at::Tensor w = weight.contiguous(), sc = scale.to(weight.scalar_type()).contiguous();
   at::Tensor packed = at::zeros({chunks, M, k, k, K2, L}, weight.options());
   at::Tensor packed_bias = at::zeros({M, chunks * L}, weight.options());

@@ -38,10 +38,12 @@ def fused_conv_path_applies(*tensors: Optional[torch.Tensor], differentiable: bo
 def pack_weight(weight: torch.Tensor, bias: Optional[torch.Tensor],
           d: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """``dep_conv``'s ``(d * M, k^2, k, k)`` weight as ``(chunks, M, k, k, k^2, lanes)`` and its
-    bias as ``(M, d_pad)``, channels zero-padded to whole vectors of the kernel."""
+    bias as ``(M, d_pad)``, channels zero-padded to whole vectors of the kernel (``lanes``: the
+    extension's ``vector_bytes``, 64 where it is built for AVX-512, else 32, over the element
+    size)."""
     c_out, k2, k, _ = weight.shape
     m = c_out // d
-    lanes = 32 // weight.element_size()
+    lanes = load_cpu_extension().vector_bytes // weight.element_size()
     d_pad = -(-d // lanes) * lanes
     packed = weight.reshape(d, m, k2, k, k).permute(1, 3, 4, 2, 0)
     packed = F.pad(packed, (0, d_pad - d)).reshape(m, k, k, k2, -1, lanes)

@@ -26,6 +26,8 @@ typedef double double_wide __attribute__((vector_size(ACMIX_WIDE_BYTES), aligned
 template <typename T> struct WideOf;
 template <> struct WideOf<float> { using type = float_wide; };
 template <> struct WideOf<double> { using type = double_wide; };
+template <typename T> constexpr int64_t kWideLanes = ACMIX_WIDE_BYTES / sizeof(T);
+constexpr int64_t kVectorBytes = ACMIX_WIDE_BYTES;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 

@@ -1,9 +1,13 @@
 // Python bindings of the C++ CPU kernels (one extension module, built by cpu_extension.py).
 #include <torch/extension.h>
 
+#include "cpu_vectors.h"
 #include "kernels.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  // bytes per vector of the conv-path kernel: its packed weight holds channels in chunks of
+  // vector_bytes / element_size lanes (pack_weight in conv_path_op.py)
+  m.attr("vector_bytes") = acmix_mm::kVectorBytes;
   m.def("sliding_window_forward", &acmix_mm::sliding_window_forward,
         "ACmix sliding-window attention, forward (CPU)");
   m.def("sliding_window_backward", &acmix_mm::sliding_window_backward,

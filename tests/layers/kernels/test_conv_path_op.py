@@ -67,9 +67,10 @@ def test_planar_matches_composition(h, w, d, stride, dilation, fc_bias, kernel):
 
 
 # float32 planar maps: rows transposed in 8 x 8 register tiles (d of whole tiles, a remainder
-# of channels, fewer channels than a vector; widths off the tile size)
+# of channels, fewer channels than a vector; widths off the tile size; d = 20: a whole vector
+# of 16 lanes (AVX-512) and a remainder)
 @pytest.mark.parametrize('h,w,d,stride', [(6, 21, 16, 1), (5, 13, 12, 2), (7, 9, 5, 1),
-                                          (4, 8, 8, 1)])
+                                          (4, 8, 8, 1), (5, 11, 20, 1)])
 def test_planar_float32_within_round_off(h, w, d, stride):
     heads = 2
     fc, dep_conv = _modules(heads, d, 2 * heads * d, stride)
