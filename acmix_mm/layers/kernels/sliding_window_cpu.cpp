@@ -12,7 +12,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "cpu_vectors.h"
 
@@ -137,6 +143,51 @@ inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64
   }
 }
 
+#ifdef __AVX512F__
+// chunk_dot_shared for floats whose M rows of b are one row at the offsets 0, 1, ..., M - 1
+// (b.base[m] = b.base[0] + m: the window offsets j0 .. j0 + M - 1 of a stride-1 window without
+// dilation): two loads of the row and M in-register shifts replace the M loads, each of which
+// crossed a cache line. The same products and sums, so the same results. Reads up to 2 * kChunk
+// elements from each row start (the buffers hold the slack).
+template <int64_t M, int... S>
+inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>& a,
+                              const Rows<float>& b, int64_t x0, std::integer_sequence<int, S...>) {
+  static_assert(kChunk == 16, "one vector of 16 floats per chunk");
+  __m512 acc[M];
+  for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+  const float* a_base = a.base[0] + x0;
+  const float* b_base = b.base[0] + x0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const __m512 av = _mm512_loadu_ps(a_base + a.offset[r]);
+    const float* br = b_base + b.offset[r];
+    const __m512i lo = _mm512_castps_si512(_mm512_loadu_ps(br));
+    const __m512i hi = _mm512_castps_si512(_mm512_loadu_ps(br + kChunk));
+    ((acc[S] = _mm512_fmadd_ps(av, _mm512_castsi512_ps(_mm512_alignr_epi32(hi, lo, S)), acc[S])),
+     ...);
+  }
+  for (int64_t m = 0; m < M; ++m) _mm512_storeu_ps(out[m], acc[m]);
+}
+
+inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
+                                const Rows<float>& a, const Rows<float>& b, int64_t x0) {
+  auto run = [&](auto n) {
+    constexpr int N = decltype(n)::value;
+    chunk_dot_shifted<N>(out, rows, a, b, x0, std::make_integer_sequence<int, N>());
+  };
+  switch (outs) {
+    case 8: return run(std::integral_constant<int, 8>());
+    case 7: return run(std::integral_constant<int, 7>());
+    case 6: return run(std::integral_constant<int, 6>());
+    case 5: return run(std::integral_constant<int, 5>());
+    case 4: return run(std::integral_constant<int, 4>());
+    case 3: return run(std::integral_constant<int, 3>());
+    case 2: return run(std::integral_constant<int, 2>());
+    default: return run(std::integral_constant<int, 1>());
+  }
+}
+
+#endif
+
 // Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights,
 // logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros. Key-indexed rows hold
 // the reflected window columns of one input row of keys (minus pe) or values for every channel;
@@ -171,8 +222,8 @@ struct RowWork {
     slot_key.assign(num_slots, -1);
     slot_age.assign(num_slots, -1);
     const int64_t full_rows = g.stride == 1 ? num_slots * g.d * klen : 0;  // else phases only
-    keys.assign(full_rows, T(0));
-    values.assign(full_rows, T(0));
+    keys.assign(full_rows + 2 * kChunk, T(0));  // slack for chunk_dot_shifted's reads
+    values.assign(full_rows + 2 * kChunk, T(0));
     phase_len = g.stride == 1 ? 0 : lead / g.stride + padded_wo + 1;
     key_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
     value_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
@@ -335,6 +386,15 @@ struct RowWork {
         for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
           T* out[kShared];
           for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(i * g.kernel + j0 + m) + x0;
+#ifdef __AVX512F__
+          if constexpr (std::is_same_v<T, float>) {
+            if (g.stride == 1 && g.dilation == 1) {  // the rows b_base[m] = b_base[0] + m
+              chunk_dot_shifted_n(outs, out, g.d, {a_base, query_offsets.data()},
+                                  {b_base, channel_offsets.data()}, x0);
+              continue;
+            }
+          }
+#endif
           chunk_dot_shared_n<T>(outs, out, kChunk, g.d, {a_base, query_offsets.data()},
                                 {b_base, channel_offsets.data()}, x0);
         }
