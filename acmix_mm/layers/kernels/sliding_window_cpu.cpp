@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -145,13 +146,15 @@ inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64
 
 #ifdef __AVX512F__
 // chunk_dot_shared for floats whose M rows of b are one row at the offsets 0, 1, ..., M - 1
-// (b.base[m] = b.base[0] + m: the window offsets j0 .. j0 + M - 1 of a stride-1 window without
-// dilation): two loads of the row and M in-register shifts replace the M loads, each of which
+// (b.base[m] = b.base[0] + m: the window offsets j0, j0 + s, ... of one stride phase of a
+// window without dilation): two loads of the row and M in-register shifts replace the M loads, each of which
 // crossed a cache line. The same products and sums, so the same results. Reads up to 2 * kChunk
-// elements from each row start (the buffers hold the slack).
+// elements from each row start (the buffers hold the slack). Where `peak` is given, peak[x0 + x]
+// becomes the maximum of itself and the M sums (the softmax's running maximum).
 template <int64_t M, int... S>
 inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>& a,
-                              const Rows<float>& b, int64_t x0, std::integer_sequence<int, S...>) {
+                              const Rows<float>& b, int64_t x0, float* peak,
+                              std::integer_sequence<int, S...>) {
   static_assert(kChunk == 16, "one vector of 16 floats per chunk");
   __m512 acc[M];
   for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
@@ -166,13 +169,19 @@ inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>
      ...);
   }
   for (int64_t m = 0; m < M; ++m) _mm512_storeu_ps(out[m], acc[m]);
+  if (peak) {
+    __m512 top = _mm512_loadu_ps(peak + x0);
+    for (int64_t m = 0; m < M; ++m) top = _mm512_max_ps(top, acc[m]);
+    _mm512_storeu_ps(peak + x0, top);
+  }
 }
 
 inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
-                                const Rows<float>& a, const Rows<float>& b, int64_t x0) {
+                                const Rows<float>& a, const Rows<float>& b, int64_t x0,
+                                float* peak) {
   auto run = [&](auto n) {
     constexpr int N = decltype(n)::value;
-    chunk_dot_shifted<N>(out, rows, a, b, x0, std::make_integer_sequence<int, N>());
+    chunk_dot_shifted<N>(out, rows, a, b, x0, peak, std::make_integer_sequence<int, N>());
   };
   switch (outs) {
     case 8: return run(std::integral_constant<int, 8>());
@@ -225,8 +234,8 @@ struct RowWork {
     keys.assign(full_rows + 2 * kChunk, T(0));  // slack for chunk_dot_shifted's reads
     values.assign(full_rows + 2 * kChunk, T(0));
     phase_len = g.stride == 1 ? 0 : lead / g.stride + padded_wo + 1;
-    key_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
-    value_phases.assign(num_slots * g.d * g.stride * phase_len, T(0));
+    key_phases.assign(num_slots * g.d * g.stride * phase_len + 2 * kChunk, T(0));
+    value_phases.assign(num_slots * g.d * g.stride * phase_len + 2 * kChunk, T(0));
     query.assign(g.d * qlen, T(0));
     grad.assign(g.d * qlen, T(0));
     attn.assign(g.k2() * qlen, T(0));
@@ -374,9 +383,31 @@ struct RowWork {
 
   // out_rows(o)[x] = sum_c a_c[x] * window_c(o)[x] for every window offset o = i * k + j, with
   // a_c = a + query_offsets[c] (a query-indexed buffer) and windows of the key or value buffer.
+  // Returns whether it also left in `peak` (padded_wo entries, -inf before the call) the maximum
+  // over o of out_rows(o)[x]; where peak is null, or the kernel has no fused maximum, it did not.
   template <typename ORow>
-  void window_dots(const T* a, const T* buffer, const ORow& out_rows) {
+  bool window_dots(const T* a, const T* buffer, const ORow& out_rows, T* peak = nullptr) {
     const T* a_base[1] = {a};
+#ifdef __AVX512F__
+    if constexpr (std::is_same_v<T, float>) {
+      if (g.dilation == 1) {  // offsets j = p, p + s, ... of phase p: rows one element apart
+        for (int64_t i = 0; i < g.kernel; ++i)
+          for (int64_t p = 0; p < std::min(g.stride, g.kernel); ++p)
+            for (int64_t j0 = p; j0 < g.kernel; j0 += kShared * g.stride) {
+              const int64_t outs = std::min(kShared, (g.kernel - j0 + g.stride - 1) / g.stride);
+              const T* b_base[1] = {buffer + window_offsets[i * g.kernel + j0]};
+              for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
+                T* out[kShared];
+                for (int64_t m = 0; m < outs; ++m)
+                  out[m] = out_rows(i * g.kernel + j0 + m * g.stride) + x0;
+                chunk_dot_shifted_n(outs, out, g.d, {a_base, query_offsets.data()},
+                                    {b_base, channel_offsets.data()}, x0, peak);
+              }
+            }
+        return peak != nullptr;
+      }
+    }
+#endif
     for (int64_t i = 0; i < g.kernel; ++i) {
       for (int64_t j0 = 0; j0 < g.kernel; j0 += kShared) {
         const int64_t outs = std::min(kShared, g.kernel - j0);
@@ -386,20 +417,12 @@ struct RowWork {
         for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
           T* out[kShared];
           for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(i * g.kernel + j0 + m) + x0;
-#ifdef __AVX512F__
-          if constexpr (std::is_same_v<T, float>) {
-            if (g.stride == 1 && g.dilation == 1) {  // the rows b_base[m] = b_base[0] + m
-              chunk_dot_shifted_n(outs, out, g.d, {a_base, query_offsets.data()},
-                                  {b_base, channel_offsets.data()}, x0);
-              continue;
-            }
-          }
-#endif
           chunk_dot_shared_n<T>(outs, out, kChunk, g.d, {a_base, query_offsets.data()},
                                 {b_base, channel_offsets.data()}, x0);
         }
       }
     }
+    return false;
   }
 
   // out_rows(c)[x] = sum_o weights_o[x] * window_c(o)[x] over the window offsets o = i * k + j,
@@ -425,12 +448,14 @@ struct RowWork {
   // attn <- softmax over the window of the logits of the row's queries; with normalize false,
   // attn holds the exponentials and `total` their reciprocal sums (the caller scales its sums).
   void softmax_weights(bool normalize = true) {
-    window_dots(query_row(0), key_buffer(), [&](int64_t o) { return attn_row(o); });
     T* peak = total.data();
-    std::copy(attn_row(0), attn_row(0) + padded_wo, peak);
-    for (int64_t o = 1; o < g.k2(); ++o) {
-      const T* a = attn_row(o);
-      for (int64_t x = 0; x < padded_wo; ++x) peak[x] = std::max(peak[x], a[x]);
+    std::fill_n(peak, padded_wo, -std::numeric_limits<T>::infinity());
+    if (!window_dots(query_row(0), key_buffer(), [&](int64_t o) { return attn_row(o); }, peak)) {
+      std::copy(attn_row(0), attn_row(0) + padded_wo, peak);
+      for (int64_t o = 1; o < g.k2(); ++o) {
+        const T* a = attn_row(o);
+        for (int64_t x = 0; x < padded_wo; ++x) peak[x] = std::max(peak[x], a[x]);
+      }
     }
     std::fill(sum.begin(), sum.end(), T(0));
     for (int64_t o = 0; o < g.k2(); ++o) {

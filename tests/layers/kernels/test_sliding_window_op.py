@@ -51,6 +51,18 @@ def test_cpu_kernel_matches_fallback_float32(shape, kernel, stride, dilation, wi
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('shape,kernel,stride,dilation,with_pe', [CASES[i] for i in (1, 3, 4, 7)])
+def test_large_logits_stay_finite_float32(shape, kernel, stride, dilation, with_pe):
+    """Logits of hundreds, whose exponentials overflow float32: the softmax's running maximum
+    (kept as the logits are stored, or in a pass of its own) must be subtracted first."""
+    q, k, v, pe = _inputs(shape, with_pe, torch.float32)
+    with torch.no_grad():
+        out = sliding_window_attention(q, k, v, kernel, stride, dilation, pe=pe, scale=60.0)
+        ref = sliding_window_attention_python(q, k, v, pe, 60.0, kernel, stride, dilation)
+    assert ref.isfinite().all()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('shape,kernel,stride,dilation,with_pe', CASES[:4] + CASES[-4:])
 def test_cpu_kernel_gradcheck_float64(shape, kernel, stride, dilation, with_pe):
     q, k, v, pe = _inputs(shape, with_pe, torch.float64)
