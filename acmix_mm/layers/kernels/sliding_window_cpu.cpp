@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -197,8 +198,28 @@ inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
 
 #endif
 
+// std::allocator with 64-byte alignment: with row lengths in whole chunks, the rows of RowWork's
+// buffers start on cache lines, so whole-chunk loads do not cross lines.
+template <typename T>
+struct LineAligned {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  LineAligned() = default;
+  template <typename U>
+  LineAligned(const LineAligned<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, kAlign); }
+  template <typename U>
+  bool operator==(const LineAligned<U>&) const { return true; }
+  template <typename U>
+  bool operator!=(const LineAligned<U>&) const { return false; }
+};
+template <typename T>
+using Buffer = std::vector<T, LineAligned<T>>;
+
 // Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights,
-// logit gradients) hold `lead` zeros, then `padded_wo` queries, then zeros. Key-indexed rows hold
+// logit gradients) hold `lead` zeros (the window's reach rounded up to a chunk), then
+// `padded_wo` queries, then zeros; every row length is a whole number of chunks. Key-indexed rows hold
 // the reflected window columns of one input row of keys (minus pe) or values for every channel;
 // they live in a cache of slots, so consecutive output rows gather each input row once. With a
 // stride s > 1 each key-indexed row is kept split into its s phases instead (columns p, p + s,
@@ -209,8 +230,8 @@ struct RowWork {
   int64_t padded_wo, lead, qlen, klen, phase_len, num_slots, tick = 0;
   std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age;
   std::vector<std::vector<int64_t>> phase_offsets;  // [p]: the j with j * dilation = p (mod s)
-  std::vector<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total, sum;
-  std::vector<T> transposed;  // kShared rows of one phase, for window_transpose
+  Buffer<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total, sum;
+  Buffer<T> transposed;  // kShared rows of one phase, for window_transpose
   // Offsets for chunk_dot_shared: of the query-indexed rows of channel c (c * qlen) and of
   // window offset o's row (o * qlen); of the key / value rows of channel c in their buffer, and
   // of window offset o = i * k + j of channel 0 (set by gather).
@@ -222,9 +243,10 @@ struct RowWork {
     for (int64_t j = 0; j < g.kernel; ++j)
       phase_offsets[(j * g.dilation) % g.stride].push_back(j);
     padded_wo = round_up(g.Wo, kChunk);
-    lead = (g.kernel - 1) * g.dilation;
+    const int64_t reach = (g.kernel - 1) * g.dilation;
+    lead = round_up(reach, kChunk);
     qlen = lead + round_up(std::max(padded_wo, g.span), kChunk) + kChunk;
-    klen = std::max(g.span, (padded_wo - 1) * g.stride + lead + 1);
+    klen = round_up(std::max(g.span, (padded_wo - 1) * g.stride + reach + 1), kChunk);
     num_slots = 2 * g.kernel;
     cols.resize(g.span);
     for (int64_t x = 0; x < g.span; ++x) cols[x] = reflect(x - g.pad, g.W);
@@ -233,7 +255,7 @@ struct RowWork {
     const int64_t full_rows = g.stride == 1 ? num_slots * g.d * klen : 0;  // else phases only
     keys.assign(full_rows + 2 * kChunk, T(0));  // slack for chunk_dot_shifted's reads
     values.assign(full_rows + 2 * kChunk, T(0));
-    phase_len = g.stride == 1 ? 0 : lead / g.stride + padded_wo + 1;
+    phase_len = g.stride == 1 ? 0 : round_up(reach / g.stride + padded_wo + 1, kChunk);
     key_phases.assign(num_slots * g.d * g.stride * phase_len + 2 * kChunk, T(0));
     value_phases.assign(num_slots * g.d * g.stride * phase_len + 2 * kChunk, T(0));
     query.assign(g.d * qlen, T(0));
