@@ -31,6 +31,23 @@ constexpr int64_t kVectorBytes = ACMIX_WIDE_BYTES;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// Copies and fills of a few dozen elements as plain loops: GCC turns std::copy_n / std::fill of a
+// run-time length into `rep movs` / `rep stos`, whose start-up costs more than such a copy (and
+// would turn these loops into the same without the attribute).
+#if defined(__GNUC__) && !defined(__clang__)
+#define ACMIX_PLAIN_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define ACMIX_PLAIN_LOOPS
+#endif
+template <typename T>
+ACMIX_PLAIN_LOOPS void copy_short(const T* src, int64_t n, T* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+template <typename T>
+ACMIX_PLAIN_LOOPS void fill_short(T* dst, int64_t n, T value) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+
 // Zeroes an array of accumulators element by element: GCC zeroes an `= {}` array in memory (rep
 // stos) and then keeps it there instead of in registers.
 template <typename V, std::size_t A, std::size_t B>

@@ -124,7 +124,7 @@ inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const R
     } else {  // through a buffer: indexing acc's lanes at run time would keep acc out of registers
       alignas(32) T part[kChunk];
       for (int64_t v = 0; v < vectors; ++v) *reinterpret_cast<V*>(part + v * lanes) = acc[m][v];
-      std::copy_n(part, count, out[m]);
+      copy_short(part, count, out[m]);
     }
   }
 }
@@ -471,15 +471,15 @@ struct RowWork {
   // attn holds the exponentials and `total` their reciprocal sums (the caller scales its sums).
   void softmax_weights(bool normalize = true) {
     T* peak = total.data();
-    std::fill_n(peak, padded_wo, -std::numeric_limits<T>::infinity());
+    fill_short(peak, padded_wo, -std::numeric_limits<T>::infinity());
     if (!window_dots(query_row(0), key_buffer(), [&](int64_t o) { return attn_row(o); }, peak)) {
-      std::copy(attn_row(0), attn_row(0) + padded_wo, peak);
+      copy_short(attn_row(0), padded_wo, peak);
       for (int64_t o = 1; o < g.k2(); ++o) {
         const T* a = attn_row(o);
         for (int64_t x = 0; x < padded_wo; ++x) peak[x] = std::max(peak[x], a[x]);
       }
     }
-    std::fill(sum.begin(), sum.end(), T(0));
+    fill_short(sum.data(), padded_wo, T(0));
     for (int64_t o = 0; o < g.k2(); ++o) {
       T* a = attn_row(o);
       for (int64_t x = 0; x < padded_wo; ++x) {
@@ -572,12 +572,12 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
     work.gather(qs, ks, vs, pe, scale, bn, yo);
     work.softmax_weights();
     for (int64_t c = 0; c < g.d; ++c)
-      std::copy_n(go_base + (c * g.Ho + yo) * g.Wo, g.Wo, work.grad_row(c));
+      copy_short(go_base + (c * g.Ho + yo) * g.Wo, g.Wo, work.grad_row(c));
     // dA(o) = sum_c grad_out_c * v_c(o); then dL = A * (dA - sum_o A * dA).
     work.window_dots(work.grad_row(0), work.value_buffer(),
                      [&](int64_t o) { return work.dattn_row(o); });
     T* row_total = work.total.data();
-    std::fill(work.total.begin(), work.total.end(), T(0));
+    fill_short(row_total, work.padded_wo, T(0));
     for (int64_t o = 0; o < k2; ++o) {
       const T* a = work.attn_row(o);
       const T* da = work.dattn_row(o);
@@ -587,7 +587,7 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
       const T* a = work.attn_row(o);
       T* dl = work.dattn_row(o);
       for (int64_t x = 0; x < g.Wo; ++x) dl[x] = a[x] * (dl[x] - row_total[x]);
-      std::fill(dl + g.Wo, dl + work.padded_wo, T(0));
+      fill_short(dl + g.Wo, work.padded_wo - g.Wo, T(0));
     }
     // grad_q = scale * sum_o dL(o) * (k - pe)(o), written at the query positions.
     work.weighted_sums(work.dattn.data(), work.key_buffer(),
