@@ -342,14 +342,26 @@ struct OutMap {
 template <typename T>
 void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const T* weight,
                     const T* bias, const ConvGeometry& g, int64_t batch, const OutMap<T>& out) {
+  // A planar output row (unit stride along x) of at least one 8-wide tile is made channels-last
+  // first and then transposed in register tiles, with the addend added: no store strided by a
+  // plane per channel.
+  const bool planar = out.sc != 1 && out.sx == 1 && g.Wo >= 8;
+  const int64_t C = g.D * g.M;
   at::parallel_for(0, batch * g.Ho, 1, [&](int64_t begin, int64_t end) {
     MixedRows<T> mixed(qkv, fc_w, fc_b, g);
     std::vector<const T*> rows(g.kernel);
+    std::vector<T> row_buffer(planar ? g.Wo * C : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.Ho, yo = task % g.Ho;
       for (int64_t a = 0; a < g.kernel; ++a)
         rows[a] = mixed.row(b, yo * g.stride + a * g.dilation - g.pad);
-      output_row(rows.data(), weight, bias, g, out.row(b, yo));
+      const OutRow<T> row = out.row(b, yo);
+      if (!planar) {
+        output_row(rows.data(), weight, bias, g, row);
+        continue;
+      }
+      output_row(rows.data(), weight, bias, g, OutRow<T>{row_buffer.data(), nullptr, T(0), C, 1});
+      tile<T>(row_buffer.data(), C, row.ptr, row.sc, row.add, row.sc, row.scale, C, g.Wo);
     }
   });
 }
