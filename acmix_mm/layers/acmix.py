@@ -5,11 +5,10 @@ parameter names, channel layouts and initialisation follow the reference code, s
 unchanged (``conv1, conv2, conv3, conv_p, fc, dep_conv, rate1, rate2``).
 """
 import functools
-from typing import List, Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import is_fake
 
 from ._validation import check_heads, check_input, check_odd_kernel, check_positive_int
 from .acmix_recompute import recomputed_acmix
@@ -41,36 +40,6 @@ def _shared_position_grid_flat(height: int, width: int, dtype: torch.dtype,
                                device: torch.device) -> torch.Tensor:
     with torch.inference_mode(False), torch.no_grad():
         return position_grid(height, width, dtype, device).view(2, height * width)
-
-
-def _stacked_view(tensors: List[torch.Tensor]) -> Optional[torch.Tensor]:
-    """``torch.cat(tensors)`` as a view, without copying, where the tensors (of one shape, each
-    contiguous) lie one after the other in one storage; None otherwise (also for tensors without
-    real storage: meta, fake)."""
-    first = tensors[0]
-    if first.device.type == 'meta' or is_fake(first):
-        return None
-    storage, step = first.untyped_storage().data_ptr(), first.numel() * first.element_size()
-    for i, t in enumerate(tensors):
-        if (not t.is_contiguous() or t.shape != first.shape or t.dtype != first.dtype
-                or t.data_ptr() != first.data_ptr() + i * step
-                or t.untyped_storage().data_ptr() != storage):
-            return None
-    return first.detach().as_strided((len(tensors) * first.shape[0],) + first.shape[1:],
-                                     first.stride())
-
-
-def _unstacked_projections(module: nn.Module, state_dict: dict, prefix: str,
-                           local_metadata: dict) -> None:
-    """State-dict hook: conv1-conv3's entries as tensors of their own, so that a state dict
-    shares no storage between entries (``safetensors`` refuses shared storage). Parameters
-    (``keep_vars=True``) stay the parameters."""
-    for conv in ('conv1', 'conv2', 'conv3'):
-        for name in ('weight', 'bias'):
-            key = f'{prefix}{conv}.{name}'
-            value = state_dict.get(key)
-            if value is not None and not isinstance(value, nn.Parameter):
-                state_dict[key] = value.clone()
 
 
 def _linspace(steps: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -130,8 +99,6 @@ class ACmix(nn.Module):
         self.fc = build_fc(heads, kernel_conv, bias=False)
         self.dep_conv = build_dep_conv(out_channels, self.head_dim, kernel_conv, stride, dilation)
         self.reset_parameters()
-        self._stack_projections()
-        self.register_state_dict_post_hook(_unstacked_projections)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -161,24 +128,16 @@ class ACmix(nn.Module):
     def projection_weights(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """``conv1``, ``conv2``, ``conv3`` as one ``(3C, Cin)`` weight and ``(3C,)`` bias.
 
-        Where no gradient flows to them they are read in place: the three parameters are views
-        of one stacked tensor (:meth:`_stack_projections`). Where something has given one of
-        them storage of its own (``deepcopy``, ``param.data = ...``), the CPU copies them into
-        buffers that are rewritten on every call: a freshly allocated weight of megabytes made
-        oneDNN's convolution fault its pages in again on every call (up to 8x its time at 512
-        channels, 7x7).
+        Where no gradient flows to them on the CPU they are copied into the same buffers on every
+        call: a freshly allocated weight of megabytes made oneDNN's convolution fault its pages
+        in again on every call (up to 8x its time at 512 channels, 7x7).
         """
         convs = (self.conv1, self.conv2, self.conv3)
         weights = [conv.weight for conv in convs]
         biases = [conv.bias for conv in convs]
-        if recording_graph() or (torch.is_grad_enabled()
-                                 and any(p.requires_grad for p in weights + biases)):
-            return torch.cat(weights).view(-1, self.in_channels), torch.cat(biases)
-        weight, bias = _stacked_view(weights), _stacked_view(biases)
-        if weight is not None and bias is not None:
-            return weight.view(-1, self.in_channels), bias
         first = weights[0]
-        if first.device.type != 'cpu':
+        if (first.device.type != 'cpu' or recording_graph()
+                or (torch.is_grad_enabled() and any(p.requires_grad for p in weights + biases))):
             return torch.cat(weights).view(-1, self.in_channels), torch.cat(biases)
         buffers = self.__dict__.get('_projection_buffers')
         shape = (3 * self.out_channels, self.in_channels, 1, 1)
@@ -190,30 +149,6 @@ class ACmix(nn.Module):
         torch.cat(weights, out=buffers[0])
         torch.cat(biases, out=buffers[1])
         return buffers[0].view(-1, self.in_channels), buffers[1]
-
-    @torch.no_grad()
-    def _stack_projections(self) -> None:
-        """Makes the weights (biases) of ``conv1``, ``conv2``, ``conv3`` views of one stacked
-        ``(3C, Cin, 1, 1)`` (``(3C,)``) tensor, so that inference reads the projection of
-        :meth:`project` without copying it. In-place writes (optimisers, ``load_state_dict``,
-        initialisers, EMA swaps through ``.data``) keep the parameters stacked; they stay
-        separate parameters with their own gradients, and checkpoints keep their names."""
-        convs = (self.conv1, self.conv2, self.conv3)
-        for name in ('weight', 'bias'):
-            params = [getattr(conv, name) for conv in convs]
-            if params[0].device.type == 'meta' or is_fake(params[0]):
-                return
-            if _stacked_view(params) is None:
-                with torch.inference_mode(False):
-                    stacked = torch.cat([p.detach() for p in params])
-                for param, part in zip(params, stacked.chunk(3)):
-                    param.data = part
-
-    def _apply(self, fn, recurse=True):
-        # .to(), .double(), .cuda() give each parameter new storage of its own: stack them again
-        super()._apply(fn, recurse)
-        self._stack_projections()
-        return self
 
     @staticmethod
     def _triton_path_applies(x: torch.Tensor) -> bool:
