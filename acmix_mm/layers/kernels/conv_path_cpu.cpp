@@ -9,7 +9,8 @@
 // (zero outside the map: dep_conv zero-pads the mixed maps). Each thread computes the mixed rows
 // its output rows read once, into a ring of rows zero-padded left and right with the channels
 // padded to the vector width (64 bytes where built for AVX-512, else 32), so nothing k^2 times
-// larger than qkv is stored and no transposing copy is made. Semantics: conv_path / conv_path_channels_last in acmix_mm/layers/conv_path.py.
+// larger than qkv is stored and no transposing copy is made. Semantics: conv_path /
+// conv_path_channels_last in acmix_mm/layers/conv_path.py.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -59,19 +60,6 @@ inline void with_block_shape(int64_t a, int64_t b, F&& f) {
     case 6: return f(Three(), One());
     case 7: return f(Three(), Two());
     default: return f(Three(), Three());
-  }
-}
-
-// Calls f(N) with N std::integral_constant<int, n> for runtime 1 <= n <= 6.
-template <typename F>
-inline void with_width(int64_t n, F&& f) {
-  switch (n) {
-    case 1: return f(std::integral_constant<int, 1>());
-    case 2: return f(std::integral_constant<int, 2>());
-    case 3: return f(std::integral_constant<int, 3>());
-    case 4: return f(std::integral_constant<int, 4>());
-    case 5: return f(std::integral_constant<int, 5>());
-    default: return f(std::integral_constant<int, 6>());
   }
 }
 
@@ -146,7 +134,7 @@ void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const Conv
       T* dst = row + ch * g.row_chunk() + (x + g.pad) * col;
       int64_t j = 0;
       for (; j + kWideJB <= g.K2; j += kWideJB)  // 27 sums: fewer loads per product
-        with_width(xb, [&](auto XB) {
+        with_count<6>(xb, [&](auto XB) {
           mix_block<T, XB(), kWideJB>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
         });
       for (; j < g.K2; j += kJB)
@@ -245,7 +233,7 @@ void output_row(const T* const* rows, const T* weight, const T* bias, const Conv
       const int px = static_cast<int>(std::min<int64_t>(kPX, g.Wo - xo));
       int64_t m0 = 0;
       for (; m0 + kWide <= g.M; m0 += kWide)
-        with_width(px, [&](auto PX) {
+        with_count<6>(px, [&](auto PX) {
           output_block<T, PX(), kWide>(rows, weight, bias, g, xo, m0, ch, out);
         });
       for (; m0 < g.M; m0 += kMB) {
@@ -281,7 +269,8 @@ class MixedRows {
         cache_(ring_ * g.row_len(), T(0)), held_(ring_, -1),
         planar_(qkv.sx == 1 && qkv.sc != 1 && g.D >= g.lanes),
         maps_ring_(keep_maps ? ring_ : 1),
-        maps_(planar_ || keep_maps ? maps_ring_ * g.W * g.T * g.D : 0), maps_held_(maps_ring_, -1) {}
+        maps_(planar_ || keep_maps ? maps_ring_ * g.W * g.T * g.D : 0),
+        maps_held_(maps_ring_, -1) {}
 
   // Mixed row y of image b (padded coordinates), or null outside the map.
   const T* row(int64_t b, int64_t y) {
@@ -551,7 +540,7 @@ void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
         *reinterpret_cast<V*>(part.fc_b.data() + j * L) += *reinterpret_cast<const V*>(gx + j * L);
       T* dst = grad_qkv + x * g.T * g.D + ch * L;
       for (int64_t t0 = 0; t0 < g.T; t0 += kTB)
-        with_width(std::min<int64_t>(kTB, g.T - t0), [&](auto TB) {
+        with_count<6>(std::min<int64_t>(kTB, g.T - t0), [&](auto TB) {
           through_fc_block<T, TB()>(gx, fc_w, g, t0, lanes, dst);
         });
     }
@@ -818,7 +807,8 @@ std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
   TORCH_CHECK(scale.numel() == 1 || scale.numel() == weight.size(0),
               "scale must have 1 or d * M elements");
   const int64_t c_out = weight.size(0), K2 = weight.size(1), k = weight.size(2), M = c_out / d;
-  const int64_t L = kVectorBytes / weight.element_size(), chunks = (d + L - 1) / L, taps = k * k * K2;
+  const int64_t L = kVectorBytes / weight.element_size(), chunks = (d + L - 1) / L;
+  const int64_t taps = k * k * K2;
   const at::Tensor w = weight.contiguous(), sc = scale.to(weight.scalar_type()).contiguous();
   at::Tensor packed = at::zeros({chunks, M, k, k, K2, L}, weight.options());
   at::Tensor packed_bias = at::zeros({M, chunks * L}, weight.options());

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 namespace acmix_mm {
 
@@ -30,6 +32,16 @@ template <typename T> constexpr int64_t kWideLanes = ACMIX_WIDE_BYTES / sizeof(T
 constexpr int64_t kVectorBytes = ACMIX_WIDE_BYTES;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Calls f(std::integral_constant<int, n>()) for a run-time 1 <= n <= N: a register block's size
+// chosen at run time, compiled for each size (n >= N runs N, n <= 1 runs 1).
+template <int N, typename F>
+inline void with_count(int64_t n, F&& f) {
+  if constexpr (N > 1) {
+    if (n < N) return with_count<N - 1>(n, std::forward<F>(f));
+  }
+  f(std::integral_constant<int, N>());
+}
 
 // Copies and fills of a few dozen elements as plain loops: GCC turns std::copy_n / std::fill of a
 // run-time length into `rep movs` / `rep stos`, whose start-up costs more than such a copy (and

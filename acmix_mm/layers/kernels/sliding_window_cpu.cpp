@@ -133,25 +133,18 @@ inline void chunk_dot_shared(T* const* out, int64_t count, int64_t rows, const R
 template <typename T>
 inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64_t rows,
                                const Rows<T>& a, const Rows<T>& b, int64_t x0) {
-  switch (outs) {
-    case 8: return chunk_dot_shared<8, T>(out, count, rows, a, b, x0);
-    case 7: return chunk_dot_shared<7, T>(out, count, rows, a, b, x0);
-    case 6: return chunk_dot_shared<6, T>(out, count, rows, a, b, x0);
-    case 5: return chunk_dot_shared<5, T>(out, count, rows, a, b, x0);
-    case 4: return chunk_dot_shared<4, T>(out, count, rows, a, b, x0);
-    case 3: return chunk_dot_shared<3, T>(out, count, rows, a, b, x0);
-    case 2: return chunk_dot_shared<2, T>(out, count, rows, a, b, x0);
-    default: return chunk_dot_shared<1, T>(out, count, rows, a, b, x0);
-  }
+  with_count<kShared>(outs, [&](auto m) {
+    chunk_dot_shared<decltype(m)::value, T>(out, count, rows, a, b, x0);
+  });
 }
 
 #ifdef __AVX512F__
 // chunk_dot_shared for floats whose M rows of b are one row at the offsets 0, 1, ..., M - 1
-// (b.base[m] = b.base[0] + m: the window offsets j0, j0 + s, ... of one stride phase of a
-// window without dilation): two loads of the row and M in-register shifts replace the M loads, each of which
-// crossed a cache line. The same products and sums, so the same results. Reads up to 2 * kChunk
-// elements from each row start (the buffers hold the slack). Where `peak` is given, peak[x0 + x]
-// becomes the maximum of itself and the M sums (the softmax's running maximum).
+// (b.base[m] = b.base[0] + m: the window offsets j0, j0 + s, ... of one stride phase of a window
+// without dilation): two loads of the row and M in-register shifts replace the M loads, each of
+// which crossed a cache line. The same products and sums, so the same results. Reads up to
+// 2 * kChunk elements from each row start (the buffers hold the slack). Where `peak` is given,
+// peak[x0 + x] becomes the maximum of itself and the M sums (the softmax's running maximum).
 template <int64_t M, int... S>
 inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>& a,
                               const Rows<float>& b, int64_t x0, float* peak,
@@ -180,20 +173,10 @@ inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>
 inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
                                 const Rows<float>& a, const Rows<float>& b, int64_t x0,
                                 float* peak) {
-  auto run = [&](auto n) {
+  with_count<kShared>(outs, [&](auto n) {
     constexpr int N = decltype(n)::value;
     chunk_dot_shifted<N>(out, rows, a, b, x0, peak, std::make_integer_sequence<int, N>());
-  };
-  switch (outs) {
-    case 8: return run(std::integral_constant<int, 8>());
-    case 7: return run(std::integral_constant<int, 7>());
-    case 6: return run(std::integral_constant<int, 6>());
-    case 5: return run(std::integral_constant<int, 5>());
-    case 4: return run(std::integral_constant<int, 4>());
-    case 3: return run(std::integral_constant<int, 3>());
-    case 2: return run(std::integral_constant<int, 2>());
-    default: return run(std::integral_constant<int, 1>());
-  }
+  });
 }
 
 #endif
@@ -217,11 +200,11 @@ struct LineAligned {
 template <typename T>
 using Buffer = std::vector<T, LineAligned<T>>;
 
-// Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights,
-// logit gradients) hold `lead` zeros (the window's reach rounded up to a chunk), then
-// `padded_wo` queries, then zeros; every row length is a whole number of chunks. Key-indexed rows hold
-// the reflected window columns of one input row of keys (minus pe) or values for every channel;
-// they live in a cache of slots, so consecutive output rows gather each input row once. With a
+// Per-row workspace. Query-indexed rows (scaled queries, output gradients, attention weights, logit
+// gradients) hold `lead` zeros (the window's reach rounded up to a chunk), then `padded_wo`
+// queries, then zeros; every row length is a whole number of chunks. Key-indexed rows hold the
+// reflected window columns of one input row of keys (minus pe) or values for every channel; they
+// live in a cache of slots, so consecutive output rows gather each input row once. With a
 // stride s > 1 each key-indexed row is kept split into its s phases instead (columns p, p + s,
 // ...), so that the queries of a chunk read their window columns at unit stride.
 template <typename T>
