@@ -1,17 +1,19 @@
 """Stage I of ACmix: several 1x1 projections of one map as one product, and its backward.
 
-On the CPU two implementations compete: oneDNN's 1x1 convolution and a batched matrix product.
-Neither wins everywhere, and oneDNN's choice of algorithm makes the gap erratic (it differs
+On the CPU three implementations compete: oneDNN's 1x1 convolution, a batched matrix product
+(PyTorch's BLAS: MKL, which on AMD CPUs runs without AVX-512) and oneDNN's matrix product (the
+operator that ``torch.compile`` uses for linear layers on the CPU; where this torch has it). None
+wins everywhere, and oneDNN's choice of convolution algorithm makes the gap erratic (it differs
 between processes): at 2 threads its convolution ran from 2.5x slower (128 input channels at
-56x56) to 2.1x faster (512 channels at 25x42) than the product, and its backward (input, weight
-and bias gradients in one call) from 2.6x slower (64 channels at 200x336) to 2.0x faster
+56x56) to 2.1x faster (512 channels at 25x42) than the batched product, and its backward (input,
+weight and bias gradients in one call) from 2.6x slower (64 channels at 200x336) to 2.0x faster
 (``python tools/analysis_tools/benchmark_projection.py``, ``docs/benchmark_projection.md``).
-So, as ``torch.backends.cudnn.benchmark`` does on CUDA, the first call of each shape times both
-(see :func:`fastest`) and later calls of that shape run the faster. Both give the same numbers up
+So, as ``torch.backends.cudnn.benchmark`` does on CUDA, the first call of each shape times them
+(see :func:`fastest`) and later calls of that shape run the fastest. All give the same numbers up
 to rounding, so the choice (which can differ between processes) changes the last bits; float64
 (no oneDNN kernels), autograd, recorded graphs and runs with
 ``torch.use_deterministic_algorithms(True)`` (mmengine's ``randomness.deterministic=True``) always
-take the product, so that such runs are bit-reproducible across processes (exact resume).
+take the batched product, so that such runs are bit-reproducible across processes (exact resume).
 """
 import time
 from typing import Callable, Dict, Hashable, Optional, Tuple
@@ -64,6 +66,21 @@ def recording_graph() -> bool:
             or torch.onnx.is_in_onnx_export())
 
 
+def _onednn_matmul() -> Optional[Callable[..., torch.Tensor]]:
+    """oneDNN's matrix product, ``f(a, b) = a @ b.t()`` for 2-D float32 CPU tensors (any strides),
+    or None where this torch lacks it (built without oneDNN, or the private operator renamed)."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return None
+        linear = torch.ops.mkldnn._linear_pointwise.default
+    except (AttributeError, RuntimeError):
+        return None
+    return lambda a, b: linear(a, b, None, 'none', [], '')
+
+
+_MATMUL = _onednn_matmul()
+
+
 def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``weight @ x + bias`` at every position: a 1x1 convolution.
 
@@ -86,12 +103,22 @@ def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
                             x.reshape(b, c_in, h * w))
         return out.view(b, -1, h, w)
 
+    def onednn():
+        planes = x.reshape(b, c_in, h * w)
+        outs = [_MATMUL(weight, plane.t()) for plane in planes]
+        out = outs[0].unsqueeze(0) if b == 1 else torch.stack(outs)
+        return out.add_(bias.view(1, -1, 1)).view(b, -1, h, w)
+
     if x.device.type != 'cpu':
         return conv()
     if not _tuned(x) or torch.is_grad_enabled():
         return product()  # autograd and recorded graphs see the same operators on every call
-    key = ('project_1x1', tuple(x.shape), weight.shape[0], torch.get_num_threads())
-    return fastest(key, {'conv': conv, 'product': product})
+    autocast = torch.is_autocast_enabled('cpu')
+    key = ('project_1x1', tuple(x.shape), weight.shape[0], torch.get_num_threads(), autocast)
+    candidates = {'conv': conv, 'product': product}
+    if _MATMUL is not None and not autocast:  # autocast does not cast it: float32 results
+        candidates['onednn'] = onednn
+    return fastest(key, candidates)
 
 
 def project_1x1_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor,
@@ -125,7 +152,22 @@ def project_1x1_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.
             grad_x = torch.bmm(weight.t().expand(b, -1, -1), grad_out).view(b, c_in, h, w)
         return grad_x, grad_w, grad_out.sum((0, 2))
 
+    def onednn():
+        planes = x.reshape(b, c_in, h * w)
+        grad_w = _MATMUL(grad_out[0], planes[0])
+        for i in range(1, b):
+            grad_w += _MATMUL(grad_out[i], planes[i])
+        grad_x = None
+        if need_x:
+            weight_t = weight.t()
+            grads = [_MATMUL(weight_t, g.t()) for g in grad_out]
+            grad_x = (grads[0].unsqueeze(0) if b == 1 else torch.stack(grads)).view(b, c_in, h, w)
+        return grad_x, grad_w, grad_out.sum((0, 2))
+
     if not _tuned(x):
         return product()
     key = ('project_1x1_backward', tuple(x.shape), c_out, need_x, torch.get_num_threads())
-    return fastest(key, {'conv': conv, 'product': product})
+    candidates = {'conv': conv, 'product': product}
+    if _MATMUL is not None:
+        candidates['onednn'] = onednn
+    return fastest(key, candidates)

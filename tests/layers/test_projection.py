@@ -1,6 +1,6 @@
-"""projection: both implementations of the 1x1 projections and of their backward (oneDNN's
-convolution, a batched matrix product) equal the definition, whichever the timing picks; and
-:func:`fastest` keeps the faster candidate per key."""
+"""projection: every implementation of the 1x1 projections and of their backward (oneDNN's
+convolution, a batched matrix product, oneDNN's matrix product) equals the definition, whichever
+the timing picks; and :func:`fastest` keeps the faster candidate per key."""
 import time
 
 import pytest
@@ -14,37 +14,44 @@ from acmix_mm.layers.projection import fastest, project_1x1, project_1x1_backwar
 def forced(monkeypatch):
     """``forced(name)`` makes every tuned call run the candidate ``name``."""
     def force(name):
+        if name == 'onednn' and projection._MATMUL is None:
+            pytest.skip('this torch has no oneDNN matrix product')
         monkeypatch.setattr(projection, 'fastest', lambda key, candidates: candidates[name]())
     return force
 
 
-def _inputs(dtype, size=(5, 7)):
+CHOICES = ['conv', 'product', 'onednn']
+
+
+def _inputs(dtype, size=(5, 7), batch=2):
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 6, *size, generator=gen, dtype=dtype)
+    x = torch.randn(batch, 6, *size, generator=gen, dtype=dtype)
     weight = torch.randn(9, 6, generator=gen, dtype=dtype)
     bias = torch.randn(9, generator=gen, dtype=dtype)
     return x, weight, bias
 
 
-@pytest.mark.parametrize('choice', ['conv', 'product'])
+@pytest.mark.parametrize('choice', CHOICES)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_projection_equals_its_definition(choice, dtype, forced):
+@pytest.mark.parametrize('batch', [1, 2])
+def test_projection_equals_its_definition(choice, dtype, batch, forced):
     forced(choice)
-    x, weight, bias = _inputs(dtype)
+    x, weight, bias = _inputs(dtype, batch=batch)
     with torch.no_grad():
         out = project_1x1(x, weight, bias)
     want = torch.einsum('oc,bchw->bohw', weight, x) + bias.view(1, -1, 1, 1)
-    assert out.shape == (2, 9, 5, 7) and out.is_contiguous()
+    assert out.shape == (batch, 9, 5, 7) and out.is_contiguous()
     torch.testing.assert_close(out, want)
 
 
-@pytest.mark.parametrize('choice', ['conv', 'product'])
+@pytest.mark.parametrize('choice', CHOICES)
 @pytest.mark.parametrize('need_x', [True, False])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_projection_backward_equals_autograd(choice, need_x, dtype, forced):
+@pytest.mark.parametrize('batch', [1, 2])
+def test_projection_backward_equals_autograd(choice, need_x, dtype, batch, forced):
     forced(choice)
-    x, weight, bias = _inputs(dtype, size=(6, 5))
-    grad_out = torch.randn(2, 9, 30, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    x, weight, bias = _inputs(dtype, size=(6, 5), batch=batch)
+    grad_out = torch.randn(batch, 9, 30, dtype=dtype, generator=torch.Generator().manual_seed(1))
     xr, wr, br = (t.clone().requires_grad_() for t in (x, weight, bias))
     want = torch.autograd.grad(
         (torch.einsum('oc,bchw->bohw', wr, xr) + br.view(1, -1, 1, 1)).flatten(2), [xr, wr, br],
@@ -55,6 +62,29 @@ def test_projection_backward_equals_autograd(choice, need_x, dtype, forced):
         torch.testing.assert_close(grad_x, want[0])
     torch.testing.assert_close(grad_w, want[1])
     torch.testing.assert_close(grad_b, want[2])
+
+
+def test_onednn_product_competes_where_torch_has_it(monkeypatch):
+    """Where this torch has oneDNN, its matrix product is among the timed candidates."""
+    offered = []
+
+    def record(key, candidates):
+        offered.append(sorted(candidates))
+        return candidates['product']()
+
+    monkeypatch.setattr(projection, 'fastest', record)
+    x, weight, bias = _inputs(torch.float32)
+    with torch.no_grad():
+        project_1x1(x, weight, bias)
+        project_1x1_backward(x, weight, torch.randn(2, 9, 35), True)
+    want = ['conv', 'product'] + (['onednn'] if torch.backends.mkldnn.is_available() else [])
+    assert offered == [sorted(want)] * 2
+    # CPU autocast does not cast oneDNN's product: under it the forward's results would stay
+    # float32, where the other candidates give bfloat16
+    offered.clear()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert project_1x1(x, weight, bias).dtype == torch.bfloat16
+    assert offered == [['conv', 'product']]
 
 
 def test_fastest_keeps_the_faster_candidate_per_key():

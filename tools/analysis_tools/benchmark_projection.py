@@ -1,13 +1,13 @@
-"""Times the two implementations of ACmix's Stage I projections on the CPU (oneDNN's 1x1
-convolution and the batched matrix product), forward and backward, at the ResNet-50 stage shapes
-of the benchmarks (inference 224, training 512) and of Mask R-CNN (800x1333), and writes what
-:mod:`acmix_mm.layers.projection` would pick.
+"""Times the implementations of ACmix's Stage I projections on the CPU (those that
+:mod:`acmix_mm.layers.projection` times: oneDNN's 1x1 convolution, the batched matrix product,
+oneDNN's matrix product), forward and backward, at the ResNet-50 stage shapes of the benchmarks
+(inference 224, training 512) and of Mask R-CNN (800x1333), and writes which is fastest.
 
     python tools/analysis_tools/benchmark_projection.py --out docs/benchmark_projection \
         [--threads 2] [--repeat 5]
 
-Each shape's candidates alternate, fastest of ``--repeat`` runs each; the ratio is product / conv
-(above 1: the convolution is faster).
+Each shape's candidates alternate, fastest of ``--repeat`` runs each; the chart shows each
+candidate's time over the convolution's (below 1: faster than the convolution).
 """
 import argparse
 import os
@@ -70,17 +70,22 @@ def plot(results, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     labels = [f"{r['setting']}\n{r['channels']}@{r['height']}x{r['width']}" for r in results]
-    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(results)), 4.5))
+    names = list(results[0]['forward_ms'])
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.55 * len(results)), 7), sharex=True)
     pos = range(len(results))
-    ax.bar([p - 0.2 for p in pos], [r['forward_ratio'] for r in results], 0.4, label='forward')
-    ax.bar([p + 0.2 for p in pos], [r['backward_ratio'] for r in results], 0.4, label='backward')
-    ax.axhline(1.0, color='k', lw=0.8)
-    ax.set_yscale('log')
-    ax.set_xticks(list(pos))
-    ax.set_xticklabels(labels, rotation=90, fontsize=7)
-    ax.set_ylabel('batched product / oneDNN conv time')
-    ax.set_title('1x1 projections of ACmix (above 1: the convolution is faster)')
-    ax.legend()
+    width = 0.8 / len(names)
+    for ax, part in zip(axes, ('forward', 'backward')):
+        for i, name in enumerate(names):
+            ratios = [r[f'{part}_ms'][name] / r[f'{part}_ms']['conv'] for r in results]
+            ax.bar([p + (i - (len(names) - 1) / 2) * width for p in pos], ratios, width,
+                   label=name)
+        ax.axhline(1.0, color='k', lw=0.8)
+        ax.set_yscale('log')
+        ax.set_ylabel(f'{part} time / oneDNN conv')
+        ax.legend(fontsize=7)
+    axes[1].set_xticks(list(pos))
+    axes[1].set_xticklabels(labels, rotation=90, fontsize=7)
+    axes[0].set_title('1x1 projections of ACmix (below 1: faster than the convolution)')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -92,9 +97,7 @@ def main(argv=None):
     parser.add_argument('--repeat', type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = []
-    rows = ['| setting | Cin | H x W | forward conv (ms) | forward product (ms) | ratio | '
-            'backward conv (ms) | backward product (ms) | ratio |', '|' + '---|' * 9]
+    results, rows = [], []
     total = sum(len(v) for v in SHAPES.values())
     for setting, shapes in SHAPES.items():
         for c, h, w in shapes:
@@ -108,13 +111,16 @@ def main(argv=None):
             r = dict(setting=setting, channels=c, height=h, width=w,
                      forward_ms={k: v * 1e3 for k, v in tf.items()},
                      backward_ms={k: v * 1e3 for k, v in tb.items()},
-                     forward_ratio=tf['product'] / tf['conv'],
-                     backward_ratio=tb['product'] / tb['conv'])
+                     forward_fastest=min(tf, key=tf.get), backward_fastest=min(tb, key=tb.get))
             results.append(r)
-            rows.append(f"| {setting} | {c} | {h}x{w} | {tf['conv'] * 1e3:.2f} | "
-                        f"{tf['product'] * 1e3:.2f} | {r['forward_ratio']:.2f} | "
-                        f"{tb['conv'] * 1e3:.2f} | {tb['product'] * 1e3:.2f} | "
-                        f"{r['backward_ratio']:.2f} |")
+            if not rows:
+                rows = ['| setting | Cin | H x W | ' + ' | '.join(
+                    f'{part} {name} (ms)' for part in ('forward', 'backward') for name in tf) +
+                        ' | fastest forward | fastest backward |',
+                        '|' + '---|' * (5 + len(tf) + len(tb))]
+            rows.append(f'| {setting} | {c} | {h}x{w} | ' + ' | '.join(
+                f'{t * 1e3:.2f}' for t in list(tf.values()) + list(tb.values())) +
+                        f" | {r['forward_fastest']} | {r['backward_fastest']} |")
             print(f'[{len(results)}/{total}] {rows[-1]}', flush=True)
     setting = (f'Machine: {platform.machine()}, {os.cpu_count()} CPUs; torch '
                f'{torch.__version__}, {args.threads} threads, float32, batch 1; q, k, v of Cin '
