@@ -27,7 +27,9 @@ from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  #
                                          reset_peak_rss, run_worker, saved_tensor_storages,
                                          write_report)
 
-# name -> (baseline name or None, builder kind, arguments)
+# name -> (baseline name or None, builder kind, arguments). The ResNets' batch norms get the same
+# ``norm_eval`` (see ``--norm-eval``): mmdet's ResNet defaults to frozen statistics, ACmixResNet
+# (as mmseg's and mmpretrain's ResNets) to training them.
 CASES = {
     'r50': (None, 'mmdet', dict(type='ResNet', depth=50)),
     'acmix-r50': ('r50', 'mmdet', dict(type='ACmixResNet', depth=50)),
@@ -45,6 +47,9 @@ DEFAULT_CASES = ['r50', 'acmix-r50', 'swin-t', 'acmix-swin-t', 'qkv-1x1-64', 'ac
                  'qkv-1x1-512', 'acmix-layer-512']
 
 
+NORM_EVAL = False  # set by --norm-eval
+
+
 def build(name):
     import torch
     from torch import nn
@@ -54,6 +59,8 @@ def build(name):
         from mmdet.registry import MODELS
         from mmengine.registry import init_default_scope
         init_default_scope('mmdet')
+        if args['type'].endswith('ResNet'):
+            args = dict(args, norm_eval=NORM_EVAL)
         return MODELS.build(dict(args)), None
     from acmix_mm.layers import ACmix
     from acmix_mm.layers.projection import project_1x1
@@ -190,7 +197,8 @@ def run_case(args, name, mode, size):
     paired = ['--paired', base] if mode != 'memory' and base in args.cases else []
     return run_worker(osp.abspath(__file__),
                       ['--worker', name, mode, str(size), '--device', args.device, '--repeat',
-                       str(args.repeat), '--batch', str(args.batch)] + paired, args.threads,
+                       str(args.repeat), '--batch', str(args.batch)] + paired +
+                      (['--norm-eval'] if args.norm_eval else []), args.threads,
                       measure_memory=mode == 'memory')
 
 
@@ -377,7 +385,9 @@ def main_in_process(args, argv):
         f'Machine: {describe(env)}. {dtype_name(args.device, args.amp)}, batch {args.batch}; '
         f'inference at {args.infer_size}x{args.infer_size}, training step (forward + backward'
         f'{", loss scaled" if args.amp and args.device == "cuda" else ""}) at '
-        f'{args.train_size}x{args.train_size}; layer cases at their ResNet-50 stage size. Each '
+        f'{args.train_size}x{args.train_size}; ResNets\' batch norms '
+        f'{"frozen (norm_eval)" if args.norm_eval else "trained"} in both; layer cases at their '
+        f'ResNet-50 stage size. Each '
         f'case and its baseline in one process, steps alternating, fastest of {args.repeat} '
         f'after 2 warm-up steps each (CUDA events on a GPU). Peak memory: the training step\'s '
         f'peak over the memory allocated before it (CUDA allocator; on the CPU the growth of '
@@ -409,8 +419,14 @@ def main(argv=None):
     parser.add_argument('--size', type=int,
                         help='input size of inference and training (sets both sizes above)')
     parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--norm-eval', action='store_true',
+                        help='ResNet cases train with frozen batch-norm statistics (mmdet\'s '
+                        'detection setting); by default their batch norms train, in both the '
+                        'case and its baseline')
     parser.add_argument('--out', default='docs/benchmarks', help='path prefix of .md and .png')
     args = parser.parse_args(argv)
+    global NORM_EVAL
+    NORM_EVAL = args.norm_eval
     if args.size:
         args.infer_size = args.train_size = args.size
     if args.worker:
@@ -444,9 +460,10 @@ def main(argv=None):
         f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
         f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
         f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
-        f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; layer cases '
-        f'at their ResNet-50 stage size. Each case is timed in one process with its baseline, '
-        f'their steps alternating: fastest of {args.repeat} runs, the fastest of '
+        f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; ResNets\' '
+        f'batch norms {"frozen (norm_eval)" if args.norm_eval else "trained"} in both; layer '
+        f'cases at their ResNet-50 stage size. Each case is timed in one process with its '
+        f'baseline, their steps alternating: fastest of {args.repeat} runs, the fastest of '
         f'{args.rounds} such processes; the ratio is that process\'s. Peak memory: on CUDA '
         f'the allocator\'s peak; on the CPU the growth of the peak resident memory over the '
         f'state before one training step, in a process that returns freed memory at once.',

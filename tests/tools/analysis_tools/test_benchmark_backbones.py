@@ -3,6 +3,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+from torch import nn
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
@@ -29,3 +32,21 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path):
     assert '| acmix-layer-512 | qkv-1x1-512 |' in md and 'x |' in md
     assert 'saved for backward (MB)' in md
     assert (tmp_path / 'bench.png').stat().st_size > 5000
+
+
+@pytest.mark.parametrize('norm_eval', [False, True])
+def test_resnet_cases_share_their_batch_norm_mode(norm_eval, monkeypatch):
+    """mmdet's ResNet defaults to frozen batch-norm statistics, ACmixResNet to training them: the
+    benchmark gives both the same mode, so the training step compares like with like."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis_tools'))
+    try:
+        import benchmark_backbones as bench
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(bench, 'NORM_EVAL', norm_eval)
+    modes = []
+    for name in ('r50', 'acmix-r50'):
+        model, _ = bench.build(name)
+        model.train()
+        modes.append({m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d)})
+    assert modes == [{not norm_eval}] * 2
