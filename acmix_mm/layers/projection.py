@@ -104,8 +104,9 @@ def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
         return out.view(b, -1, h, w)
 
     def onednn():
-        planes = x.reshape(b, c_in, h * w)
-        outs = [_MATMUL(weight, plane.t()) for plane in planes]
+        # contiguous planes: oneDNN runs its slow reference kernel on other strides
+        planes = x.reshape(b, c_in, h * w).contiguous()
+        outs = [_MATMUL(weight.contiguous(), plane.t()) for plane in planes]
         out = outs[0].unsqueeze(0) if b == 1 else torch.stack(outs)
         return out.add_(bias.view(1, -1, 1)).view(b, -1, h, w)
 
@@ -153,14 +154,15 @@ def project_1x1_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.
         return grad_x, grad_w, grad_out.sum((0, 2))
 
     def onednn():
-        planes = x.reshape(b, c_in, h * w)
-        grad_w = _MATMUL(grad_out[0], planes[0])
+        planes = x.reshape(b, c_in, h * w).contiguous()  # see project_1x1
+        grads_out = grad_out.contiguous()
+        grad_w = _MATMUL(grads_out[0], planes[0])
         for i in range(1, b):
-            grad_w += _MATMUL(grad_out[i], planes[i])
+            grad_w += _MATMUL(grads_out[i], planes[i])
         grad_x = None
         if need_x:
-            weight_t = weight.t()
-            grads = [_MATMUL(weight_t, g.t()) for g in grad_out]
+            weight_t = weight.contiguous().t()
+            grads = [_MATMUL(weight_t, g.t()) for g in grads_out]
             grad_x = (grads[0].unsqueeze(0) if b == 1 else torch.stack(grads)).view(b, c_in, h, w)
         return grad_x, grad_w, grad_out.sum((0, 2))
 

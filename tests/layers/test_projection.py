@@ -158,3 +158,29 @@ def test_deterministic_runs_take_the_product_without_timing(deterministic, monke
     assert torch.equal(out, product.view(2, 9, 16, 16))
     assert torch.equal(grad_w, torch.bmm(grad_out, x.reshape(2, 6, 256).transpose(1, 2)).sum(0))
     assert torch.equal(grad_x, torch.bmm(weight.t().expand(2, -1, -1), grad_out).view(x.shape))
+
+
+def test_onednn_product_gets_dense_operands(forced, monkeypatch):
+    """oneDNN runs a reference kernel (hundreds of times slower) on operands with other strides
+    than a dense matrix or its transpose: a strided input reaches it as dense planes."""
+    forced('onednn')
+    operands = []
+    matmul = projection._MATMUL
+
+    def recording(a, b):
+        operands.append((a.is_contiguous() or a.t().is_contiguous(),
+                         b.is_contiguous() or b.t().is_contiguous()))
+        return matmul(a, b)
+
+    monkeypatch.setattr(projection, '_MATMUL', recording)
+    x, weight, bias = _inputs(torch.float32, size=(6, 5))
+    x = torch.cat([x, x], 1)[:, ::2]  # channels two planes apart
+    grad_out = torch.randn(2, 9, 60)[:, :, ::2]
+    with torch.no_grad():
+        out = project_1x1(x, weight, bias)
+        grad_x, grad_w, _ = project_1x1_backward(x, weight, grad_out, True)
+    assert len(operands) == 6 and all(a and b for a, b in operands)
+    torch.testing.assert_close(out, torch.einsum('oc,bchw->bohw', weight, x) +
+                               bias.view(1, -1, 1, 1))
+    torch.testing.assert_close(grad_w, torch.einsum('bop,bcp->oc', grad_out, x.flatten(2)))
+    torch.testing.assert_close(grad_x.flatten(2), torch.einsum('oc,bop->bcp', weight, grad_out))
