@@ -17,7 +17,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .conv_path import conv_path_backward
-from .kernels.sliding_window_op import sliding_window_attention_backward_op
+from .kernels.sliding_window_op import (selected_backend, sliding_window_attention_backward_into,
+                                        sliding_window_attention_backward_op)
 from .projection import project_1x1_backward
 
 
@@ -43,14 +44,25 @@ def acmix_backward(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor,
     q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     grad_att = grad_out.reshape(b, n, d, *grad_out.shape[-2:]).contiguous()
-    grad_q, grad_k, grad_v, grad_pe = sliding_window_attention_backward_op(
-        grad_att, q, k, v, pe, float(d) ** -0.5, layer.kernel_att, layer.stride, layer.dilation)
+    attention = (grad_att, q, k, v, pe, float(d) ** -0.5, layer.kernel_att, layer.stride,
+                 layer.dilation)
+    if selected_backend(x.device, x.dtype) == 'cpp':
+        # one map for the attention's gradients, into which the conv path's are then added
+        grad_all = x.new_empty(b, 3, n, d, h, w)
+        grad_pe = sliding_window_attention_backward_into(grad_all, *attention)
+        grad_v = grad_all[:, 2]
+        addends, in_place = (grad_all.view(b, 3 * n, d, h, w), ), True
+    else:
+        grad_q, grad_k, grad_v, grad_pe = sliding_window_attention_backward_op(*attention)
+        addends, in_place = (grad_q, grad_k, grad_v), False
+    # <grad_out, attention> = <grad_v, v>, read before grad_v is overwritten below
+    rate1_grad = sum(torch.vdot(gv.flatten(), vb.flatten()) for gv, vb in zip(grad_v, v))
     # grad qkv = conv path's + rate1 * attention's, summed as the conv path's is written
     scale = rate1.item()
     conv = conv_path_backward(qkv.view(b, 3 * n, d, h, w), grad_out, layer.fc, layer.dep_conv,
-                              layer.rate2, addends=(grad_q, grad_k, grad_v), addend_scale=scale)
+                              layer.rate2, addends=addends, addend_scale=scale, in_place=in_place)
     grads = {('rate2' if key == 'out_scale' else key): grad for key, grad in conv.items()}
-    grads['rate1'] = torch.vdot(grad_v.flatten(), v.flatten()).view(1)
+    grads['rate1'] = rate1_grad.view(1)
     grad_qkv = conv['qkv'].reshape(b, 3 * c, h * w)
     grad_pe = (grad_pe * scale).view(d, h * w)
     grid = layer.position_grid_flat(h, w, x.dtype, x.device)

@@ -110,7 +110,7 @@ def conv_path(qkv: torch.Tensor, fc: nn.Conv2d, dep_conv: nn.Conv2d,
 def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
                        dep_conv: nn.Conv2d, out_scale: torch.Tensor,
                        addends: Sequence[torch.Tensor] = (),
-                       addend_scale: float = 1.0) -> Dict[str, torch.Tensor]:
+                       addend_scale: float = 1.0, in_place: bool = False) -> Dict[str, torch.Tensor]:
     """Gradients of :func:`conv_path` ``(qkv, fc, dep_conv, out_scale)`` from ``grad_out``,
     recomputing what they need from ``qkv``; ``qkv``'s gradient comes with ``addend_scale`` times
     the ``addends`` added (the attention's gradient in ACmix's backward).
@@ -127,6 +127,8 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
         addends: contiguous maps that together make up ``(B, 3N, d, H, W)`` along axis 1 (each
             ``(B, 3N / len(addends), d, H, W)``).
         addend_scale: multiplies the addends.
+        in_place: with one contiguous addend, ``qkv``'s gradient is written into it (no map of
+            its own is allocated).
 
     Returns:
         ``qkv`` ``(B, 3N, d, H, W)`` (any strides), ``out_scale``, and the parameters' names of
@@ -137,6 +139,9 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
                   + [(f'dep_conv.{n}', p) for n, p in dep_conv.named_parameters()])
     weight, bias = dep_conv.weight, dep_conv.bias
     b, t, d, h, w = qkv.shape
+    if in_place and (len(addends) != 1 or not addends[0].is_contiguous()):
+        raise ValueError(f'in_place needs one contiguous addend, got {len(addends)} addends'
+                         + ('' if len(addends) != 1 else ' (not contiguous)'))
     addends = [a.contiguous() for a in addends]
     if fused_conv_path_applies(qkv, fc.weight, weight, *addends, differentiable=True):
         packed, _ = pack_weight(weight * out_scale, None, d)
@@ -144,7 +149,7 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
         grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b = fused_conv_path_backward(
             grad_out.permute(0, 2, 3, 1), maps.permute(0, 3, 4, 1, 2),
             fc.weight.view(fc.out_channels, -1), fc.bias, packed, dep_conv.dilation[0],
-            dep_conv.stride[0], addends, addend_scale)
+            dep_conv.stride[0], addends, addend_scale, in_place)
         # dep_conv is linear in its weight and bias: <grad_out, conv> = <grad_w, w> + <grad_b, b>
         grad_scale = torch.vdot(grad_w.flatten(), weight.flatten())
         if bias is not None:
@@ -161,7 +166,8 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
         grads = dict(zip([n for n, _ in wrt],
                          torch.autograd.grad(out, [p for _, p in wrt], grad_out)))
     if addends:
-        grads['qkv'] = torch.cat(addends, 1).mul_(addend_scale).add_(grads['qkv'])
+        total = addends[0] if in_place else torch.cat(addends, 1)
+        grads['qkv'] = total.mul_(addend_scale).add_(grads['qkv'])
     return {n: grads.get(n) for n in ['qkv'] + list(params)}
 
 

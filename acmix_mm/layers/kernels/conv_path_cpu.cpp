@@ -744,7 +744,7 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
                                            const c10::optional<at::Tensor>& fc_bias,
                                            const at::Tensor& weight, int64_t stride,
                                            int64_t dilation, const std::vector<at::Tensor>& addends,
-                                           double addend_scale) {
+                                           double addend_scale, bool in_place) {
   const ConvGeometry g = geometry(qkv, fc_weight, weight, 1, dilation);
   TORCH_CHECK(stride >= 1, "stride must be >= 1");
   // planar: unit stride along W (with addends always: at H = W = 1 both layouts coincide)
@@ -764,10 +764,13 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
                     a.size(2) == g.D && a.size(3) == g.H && a.size(4) == g.W &&
                     a.scalar_type() == qkv.scalar_type(),
                 "each addend must be a contiguous (B, T / len(addends), d, H, W) of qkv's dtype");
+  // In place: each element of the gradient is written once, right after its addend is read.
+  TORCH_CHECK(!in_place || addends.size() == 1, "in_place needs exactly one addend");
   const at::Tensor fc_b_tensor = fc_bias.has_value() ? fc_bias->contiguous() : at::Tensor();
   at::Tensor grad_qkv =
-      planar ? at::empty({qkv.size(0), g.T, g.D, g.H, g.W}, qkv.options()).permute({0, 3, 4, 1, 2})
-             : at::empty({qkv.size(0), g.H, g.W, g.T, g.D}, qkv.options());
+      in_place ? addends[0].permute({0, 3, 4, 1, 2})
+      : planar ? at::empty({qkv.size(0), g.T, g.D, g.H, g.W}, qkv.options()).permute({0, 3, 4, 1, 2})
+               : at::empty({qkv.size(0), g.H, g.W, g.T, g.D}, qkv.options());
   at::Tensor grad_weight = at::empty(weight.sizes(), qkv.options());
   at::Tensor grad_bias = at::empty({g.M, g.Dp}, qkv.options());
   at::Tensor grad_fc_w = at::empty({g.K2, g.T}, qkv.options());

@@ -64,7 +64,8 @@ def _unpack(grad_packed: torch.Tensor, grad_bias: torch.Tensor,
 def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weight: torch.Tensor,
                              fc_bias: Optional[torch.Tensor], packed: torch.Tensor, dilation: int,
                              stride: int = 1, addends: Sequence[torch.Tensor] = (),
-                             addend_scale: float = 1.0) -> Tuple[torch.Tensor, ...]:
+                             addend_scale: float = 1.0,
+                             in_place: bool = False) -> Tuple[torch.Tensor, ...]:
     """The kernel's backward: gradients of every input of :func:`fused_conv_path` from
     ``grad_out``. A strided ``dep_conv`` is the stride-1 one read at every ``stride``-th
     position: the kernel runs the stride-1 backward with ``grad_out`` placed at those positions,
@@ -78,6 +79,7 @@ def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weig
         dilation, stride: ``dep_conv``'s.
         addends: planar maps only: contiguous ``(B, T / len(addends), d, H, W)`` maps, added
             times ``addend_scale`` to the maps' gradient as it is written.
+        in_place: write the maps' gradient into the one addend (which holds it afterwards).
 
     Returns:
         ``grad_maps (B, H, W, T, d)`` laid out as ``maps`` (planar underneath for planar maps),
@@ -87,7 +89,7 @@ def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weig
     grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
         load_cpu_extension().conv_path_backward(grad_out, maps, fc_weight, fc_bias, packed,
                                                 stride, dilation, list(addends),
-                                                float(addend_scale))
+                                                float(addend_scale), in_place)
     grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
     return grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b
 

@@ -13,7 +13,8 @@ at::Tensor sliding_window_forward(const at::Tensor& q, const at::Tensor& k, cons
 std::vector<at::Tensor> sliding_window_backward(const at::Tensor& grad_out, const at::Tensor& q,
                                                 const at::Tensor& k, const at::Tensor& v,
                                                 const c10::optional<at::Tensor>& pe, double scale,
-                                                int64_t kernel, int64_t stride, int64_t dilation);
+                                                int64_t kernel, int64_t stride, int64_t dilation,
+                                                const c10::optional<at::Tensor>& grad_qkv);
 at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                              const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
                              const at::Tensor& bias, int64_t stride, int64_t dilation,
@@ -23,7 +24,7 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
                                            const c10::optional<at::Tensor>& fc_bias,
                                            const at::Tensor& weight, int64_t stride,
                                            int64_t dilation, const std::vector<at::Tensor>& addends,
-                                           double addend_scale);
+                                           double addend_scale, bool in_place);
 std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
                                        const c10::optional<at::Tensor>& bias,
                                        const at::Tensor& scale, int64_t d);

@@ -546,9 +546,10 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
   std::vector<T> gkeys(g.d * g.kernel * g.span), gvalues(g.d * g.kernel * g.span);
   std::vector<T> gq_rows(g.d * work.padded_wo);
   const T* go_base = grad_out.data_ptr<T>() + bn * g.d * g.Ho * g.Wo;
-  T* gq_base = grad_q.data_ptr<T>() + bn * g.d * plane;
-  T* gk_base = grad_k.data_ptr<T>() + bn * g.d * plane;
-  T* gv_base = grad_v.data_ptr<T>() + bn * g.d * plane;
+  auto base = [&](at::Tensor& t) { return t.data_ptr<T>() + b * t.stride(0) + n * t.stride(1); };
+  T* gq_base = base(grad_q);
+  T* gk_base = base(grad_k);
+  T* gv_base = base(grad_v);
   const Slice<T> qs = slice<T>(q, b, n), ks = slice<T>(k, b, n), vs = slice<T>(v, b, n);
 
   for (int64_t yo = yo_begin; yo < yo_end; ++yo) {
@@ -671,15 +672,30 @@ at::Tensor sliding_window_forward(const at::Tensor& q, const at::Tensor& k, cons
 std::vector<at::Tensor> sliding_window_backward(const at::Tensor& grad_out, const at::Tensor& q,
                                                 const at::Tensor& k, const at::Tensor& v,
                                                 const c10::optional<at::Tensor>& pe, double scale,
-                                                int64_t kernel, int64_t stride, int64_t dilation) {
+                                                int64_t kernel, int64_t stride, int64_t dilation,
+                                                const c10::optional<at::Tensor>& grad_qkv) {
   check_inputs(q, k, v, pe);
   const Geometry g(q, kernel, stride, dilation);
   const at::Tensor go = grad_out.contiguous();
+  at::Tensor grad_q, grad_k, grad_v;
+  if (grad_qkv.has_value()) {  // the three gradients as views of one (B, 3, N, d, H, W) map
+    const at::Tensor& all = *grad_qkv;
+    TORCH_CHECK(all.is_contiguous() && all.dim() == 6 && all.size(0) == q.size(0) &&
+                    all.size(1) == 3 && all.sizes().slice(2).equals(q.sizes().slice(1)) &&
+                    all.scalar_type() == q.scalar_type(),
+                "grad_qkv must be a contiguous (B, 3, N, d, H, W) map of q's dtype");
+    grad_q = all.select(1, 0);
+    grad_k = all.select(1, 1);
+    grad_v = all.select(1, 2);
+  } else {
+    grad_q = at::empty(q.sizes(), q.options());
+    grad_k = at::empty(q.sizes(), q.options());
+    grad_v = at::empty(q.sizes(), q.options());
+  }
   // every position of grad_q is a query's at stride 1 (written once); k and v accumulate
-  at::Tensor grad_q = stride == 1 ? at::empty(q.sizes(), q.options())
-                                  : at::zeros(q.sizes(), q.options());
-  at::Tensor grad_k = at::zeros(q.sizes(), q.options());
-  at::Tensor grad_v = at::zeros(q.sizes(), q.options());
+  if (stride != 1) grad_q.zero_();
+  grad_k.zero_();
+  grad_v.zero_();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_sliding_window_backward", [&] {
     const scalar_t* pe_ptr = pe.has_value() ? pe->data_ptr<scalar_t>() : nullptr;
     backward_impl<scalar_t>(go, q, k, v, pe_ptr, static_cast<scalar_t>(scale), g, grad_q, grad_k,

@@ -83,7 +83,7 @@ def _backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     backend = selected_backend(q.device, q.dtype)
     if backend == 'cpp':
         grad_q, grad_k, grad_v = load_cpu_extension().sliding_window_backward(
-            grad_out, q, k, v, pe, scale, kernel, stride, dilation)
+            grad_out, q, k, v, pe, scale, kernel, stride, dilation, None)
         return [grad_q, grad_k, grad_v] + ([] if pe is None else [-grad_k.sum((0, 1))])
     if backend == 'triton':
         grads = _triton_module().sliding_window_attention_triton_backward(
@@ -120,6 +120,18 @@ def _backward(ctx, grad_out):
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
 sliding_window_attention_op = _forward_op
 sliding_window_attention_backward_op = _backward_op
+
+
+def sliding_window_attention_backward_into(grad_qkv: torch.Tensor, grad_out: torch.Tensor,
+                                           q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                           pe: torch.Tensor, scale: float, kernel: int,
+                                           stride: int, dilation: int) -> torch.Tensor:
+    """The C++ backward writing the gradients of q, k and v into ``grad_qkv``
+    ``(B, 3, N, d, H, W)`` (contiguous), as its slices 0, 1 and 2; for the CPU backend (see
+    :func:`selected_backend`) alone. Returns pe's gradient ``(d, H, W)``."""
+    load_cpu_extension().sliding_window_backward(grad_out, q, k, v, pe, scale, kernel, stride,
+                                                 dilation, grad_qkv)
+    return -grad_qkv[:, 1].sum((0, 1))
 
 
 def sliding_window_attention_flops(inputs: Sequence, outputs: Sequence) -> int:
