@@ -13,6 +13,15 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple, Union
 RETURN_FREED_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
 
 
+def allocator_note() -> str:
+    """How the workers (which inherit this environment) get CPU memory, for the reports: PyTorch
+    reads ``THP_MEM_ALLOC_ENABLE`` once, at start-up; with ``1`` it puts every allocation of
+    2 MB or more on transparent huge pages (512 times fewer page faults on fresh memory)."""
+    if os.environ.get('THP_MEM_ALLOC_ENABLE') == '1':
+        return 'allocations of 2 MB or more on transparent huge pages (THP_MEM_ALLOC_ENABLE=1)'
+    return "PyTorch's default CPU allocation (4 KiB pages; THP_MEM_ALLOC_ENABLE unset)"
+
+
 def _status_kb(field: str) -> int:
     with open('/proc/self/status') as f:
         for line in f:

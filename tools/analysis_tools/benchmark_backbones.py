@@ -23,9 +23,9 @@ import time
 import traceback
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
-                                         reset_peak_rss, run_worker, saved_tensor_storages,
-                                         write_report)
+from acmix_mm.utils.benchmarking import (allocator_note, fastest_over_rounds,  # noqa: E402
+                                         peak_rss_bytes, reset_peak_rss, run_worker,
+                                         saved_tensor_storages, write_report)
 
 # name -> (baseline name or None, builder kind, arguments). The ResNets' batch norms get the same
 # ``norm_eval`` (see ``--norm-eval``): mmdet's ResNet defaults to frozen statistics, ACmixResNet
@@ -458,7 +458,8 @@ def main(argv=None):
         args.out, 'tools/analysis_tools/benchmark_backbones.py',
         argv if argv is not None else sys.argv[1:],
         f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
-        f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}.'
+        f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}; '
+        f'{allocator_note()}.'
         f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
         f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; ResNets\' '
         f'batch norms {"frozen (norm_eval)" if args.norm_eval else "trained"} in both; layer '

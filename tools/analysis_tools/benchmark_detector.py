@@ -24,8 +24,9 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from acmix_mm.utils.benchmarking import (fastest_over_rounds, peak_rss_bytes,  # noqa: E402
-                                         reset_peak_rss, run_worker, write_report)
+from acmix_mm.utils.benchmarking import (allocator_note, fastest_over_rounds,  # noqa: E402
+                                         peak_rss_bytes, reset_peak_rss, run_worker,
+                                         write_report)
 
 CASES = {  # name -> (config, baseline)
     'mask-rcnn_r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', None),
@@ -156,7 +157,8 @@ def main(argv=None):
         args.out, 'tools/analysis_tools/benchmark_detector.py',
         argv if argv is not None else sys.argv[1:],
         f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads per '
-        f'case, CPU; torch {torch.__version__}. One Mask R-CNN training iteration '
+        f'case, CPU; torch {torch.__version__}; {allocator_note()}. One Mask R-CNN training '
+        f'iteration '
         f'(forward, losses, backward) on a batch of {args.batch} random '
         f'{args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
         f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '

@@ -1,0 +1,22 @@
+"""benchmarking: the reports say how the workers allocate memory."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize('value,words', [('1', 'transparent huge pages'), (None, 'default')])
+def test_allocator_note_follows_the_environment(value, words):
+    """The note is read in the process whose environment the workers inherit; PyTorch reads the
+    variable at start-up, so a fresh process checks what a worker of that environment does."""
+    env = {k: v for k, v in os.environ.items() if k != 'THP_MEM_ALLOC_ENABLE'}
+    if value is not None:
+        env['THP_MEM_ALLOC_ENABLE'] = value
+    code = 'from acmix_mm.utils.benchmarking import allocator_note; print(allocator_note())'
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert words in out.stdout
