@@ -67,8 +67,10 @@ def recording_graph() -> bool:
 
 
 def _onednn_matmul() -> Optional[Callable[..., torch.Tensor]]:
-    """oneDNN's matrix product, ``f(a, b) = a @ b.t()`` for 2-D float32 CPU tensors (any strides),
-    or None where this torch lacks it (built without oneDNN, or the private operator renamed)."""
+    """oneDNN's matrix product, ``f(a, b) = a @ b.t()`` for 2-D float32 CPU tensors, each dense or
+    the transpose of a dense one (on other strides oneDNN runs its reference kernel, hundreds of
+    times slower); None where this torch lacks it (built without oneDNN, or the operator
+    renamed)."""
     try:
         if not torch.backends.mkldnn.is_available():
             return None
