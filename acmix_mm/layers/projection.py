@@ -83,6 +83,18 @@ def _onednn_matmul() -> Optional[Callable[..., torch.Tensor]]:
 _MATMUL = _onednn_matmul()
 
 
+def _product_per_sample(matrix: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+    """``matrix @ planes[i]`` for every sample by oneDNN's product, as one ``(B, M, N)`` tensor
+    (the product itself for a batch of one, else the products stacked).
+
+    Args:
+        matrix: ``(M, K)``, dense or the transpose of a dense matrix.
+        planes: ``(B, K, N)``, contiguous (oneDNN runs its reference kernel on other strides).
+    """
+    outs = [_MATMUL(matrix, plane.t()) for plane in planes]
+    return outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
+
+
 def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``weight @ x + bias`` at every position: a 1x1 convolution.
 
@@ -106,10 +118,7 @@ def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
         return out.view(b, -1, h, w)
 
     def onednn():
-        # contiguous planes: oneDNN runs its slow reference kernel on other strides
-        planes = x.reshape(b, c_in, h * w).contiguous()
-        outs = [_MATMUL(weight.contiguous(), plane.t()) for plane in planes]
-        out = outs[0].unsqueeze(0) if b == 1 else torch.stack(outs)
+        out = _product_per_sample(weight.contiguous(), x.reshape(b, c_in, h * w).contiguous())
         return out.add_(bias.view(1, -1, 1)).view(b, -1, h, w)
 
     if x.device.type != 'cpu':
@@ -156,16 +165,14 @@ def project_1x1_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.
         return grad_x, grad_w, grad_out.sum((0, 2))
 
     def onednn():
-        planes = x.reshape(b, c_in, h * w).contiguous()  # see project_1x1
+        planes = x.reshape(b, c_in, h * w).contiguous()  # dense, see _product_per_sample
         grads_out = grad_out.contiguous()
         grad_w = _MATMUL(grads_out[0], planes[0])
         for i in range(1, b):
             grad_w += _MATMUL(grads_out[i], planes[i])
         grad_x = None
         if need_x:
-            weight_t = weight.contiguous().t()
-            grads = [_MATMUL(weight_t, g.t()) for g in grads_out]
-            grad_x = (grads[0].unsqueeze(0) if b == 1 else torch.stack(grads)).view(b, c_in, h, w)
+            grad_x = _product_per_sample(weight.contiguous().t(), grads_out).view(b, c_in, h, w)
         return grad_x, grad_w, grad_out.sum((0, 2))
 
     if not _tuned(x):
