@@ -20,6 +20,7 @@ from typing import Callable, Dict, Hashable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 _FASTEST: Dict[Hashable, str] = {}
 TIMED_RUNS = 2
@@ -182,3 +183,85 @@ def project_1x1_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.
     if _MATMUL is not None:
         candidates['onednn'] = onednn
     return fastest(key, candidates)
+
+
+def project_tokens(x: torch.Tensor, weight: torch.Tensor,
+                   bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ weight.t() + bias``, ``F.linear`` of token-major maps (the Swin variant's ``qkv``
+    and ``proj``), with the timed choice of :func:`fastest` on the CPU: PyTorch's BLAS product
+    or oneDNN's. Differentiable (in ``x``, ``weight`` and ``bias``): under autograd the choice is
+    made for the forward and, separately, for the backward, which keeps ``x`` and ``weight`` as
+    ``F.linear`` does. Where the choice does not apply (see the module's doc) and under CPU
+    autocast it is ``F.linear``.
+
+    Args:
+        x: ``(..., Cin)``.
+        weight: ``(Cout, Cin)``.
+        bias: ``(Cout,)`` or None.
+
+    Returns:
+        ``(..., Cout)``, contiguous.
+    """
+    if (_MATMUL is None or not _tuned(x) or weight.dtype != x.dtype
+            or torch.is_autocast_enabled('cpu')):
+        return F.linear(x, weight, bias)
+    shape = x.shape
+    x2d = x.reshape(-1, shape[-1]).contiguous()  # dense, see _product_per_sample
+    if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x2d, weight, bias)):
+        out = _TokenProjection.apply(x2d, weight, bias)
+    else:
+        out = _tokens_forward(x2d, weight, bias)
+    return out.view(*shape[:-1], weight.shape[0])
+
+
+def _tokens_forward(x: torch.Tensor, weight: torch.Tensor,
+                    bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """:func:`project_tokens` of a dense ``(L, Cin)`` ``x``, by the timed choice; no autograd."""
+    def blas():
+        return F.linear(x, weight, bias)
+
+    def onednn():
+        out = _MATMUL(x, weight.contiguous())
+        return out if bias is None else out.add_(bias)
+
+    key = ('project_tokens', tuple(x.shape), weight.shape[0], bias is not None,
+           torch.get_num_threads())
+    return fastest(key, {'blas': blas, 'onednn': onednn})
+
+
+def _tokens_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor,
+                     needs: Tuple[bool, bool, bool]) -> Tuple[Optional[torch.Tensor], ...]:
+    """Gradients of :func:`project_tokens` of a dense ``(L, Cin)`` ``x`` from ``grad_out``
+    ``(L, Cout)``: ``x``'s, ``weight``'s and ``bias``'s, each None where ``needs`` says so."""
+    grad_out = grad_out.contiguous()
+    need_x, need_w, need_b = needs
+
+    def blas():
+        return (grad_out.mm(weight) if need_x else None,
+                grad_out.t().mm(x) if need_w else None)
+
+    def onednn():
+        # both operands of each product dense or the transpose of a dense matrix
+        return (_MATMUL(grad_out, weight.contiguous().t()) if need_x else None,
+                _MATMUL(grad_out.t(), x.t()) if need_w else None)
+
+    key = ('project_tokens_backward', tuple(x.shape), weight.shape[0], need_x, need_w,
+           torch.get_num_threads())
+    grad_x, grad_w = fastest(key, {'blas': blas, 'onednn': onednn})
+    return grad_x, grad_w, grad_out.sum(0) if need_b else None
+
+
+class _TokenProjection(torch.autograd.Function):
+    """:func:`project_tokens` under autograd, keeping ``x`` and ``weight``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return _tokens_forward(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        return _tokens_backward(x, weight, grad_out, ctx.needs_input_grad)

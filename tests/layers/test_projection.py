@@ -1,13 +1,15 @@
 """projection: every implementation of the 1x1 projections and of their backward (oneDNN's
-convolution, a batched matrix product, oneDNN's matrix product) equals the definition, whichever
-the timing picks; and :func:`fastest` keeps the faster candidate per key."""
+convolution, a batched matrix product, oneDNN's matrix product) and of the token-major projection
+(PyTorch's BLAS product, oneDNN's) equals the definition, whichever the timing picks; and
+:func:`fastest` keeps the faster candidate per key."""
 import time
 
 import pytest
 import torch
 
 from acmix_mm.layers import projection
-from acmix_mm.layers.projection import fastest, project_1x1, project_1x1_backward
+from acmix_mm.layers.projection import (fastest, project_1x1, project_1x1_backward,
+                                        project_tokens)
 
 
 @pytest.fixture
@@ -184,3 +186,103 @@ def test_onednn_product_gets_dense_operands(forced, monkeypatch):
                                bias.view(1, -1, 1, 1))
     torch.testing.assert_close(grad_w, torch.einsum('bop,bcp->oc', grad_out, x.flatten(2)))
     torch.testing.assert_close(grad_x.flatten(2), torch.einsum('oc,bop->bcp', weight, grad_out))
+
+
+TOKEN_CHOICES = ['blas', 'onednn']
+
+
+def _token_inputs(with_bias, shape=(2, 5, 7)):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(*shape, 6, generator=gen)
+    weight = torch.randn(9, 6, generator=gen)
+    bias = torch.randn(9, generator=gen) if with_bias else None
+    return x, weight, bias
+
+
+@pytest.mark.parametrize('choice', TOKEN_CHOICES)
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_token_projection_equals_linear(choice, with_bias, forced):
+    forced(choice)
+    x, weight, bias = _token_inputs(with_bias)
+    with torch.no_grad():
+        out = project_tokens(x, weight, bias)
+    assert out.shape == (2, 5, 7, 9) and out.is_contiguous()
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, bias))
+
+
+@pytest.mark.parametrize('choice', TOKEN_CHOICES)
+@pytest.mark.parametrize('with_bias', [True, False])
+@pytest.mark.parametrize('wrt', ['all', 'x', 'params'])
+def test_token_projection_gradients_equal_autograd_of_linear(choice, with_bias, wrt, forced):
+    """Under autograd the timed product's gradients (for whichever of ``x``, the weight and the
+    bias need one) equal ``F.linear``'s; the weight may be a computed tensor (``rate1 *
+    proj.weight``) and ``x`` a strided view."""
+    forced(choice)
+    x, weight, bias = _token_inputs(with_bias, shape=(3, 8))
+    x = torch.cat([x, x], -1)[..., ::2]  # not contiguous
+    scale = torch.tensor(0.7)
+    leaves = [t for t in (x, weight, bias, scale) if t is not None]
+    if wrt in ('all', 'x'):
+        x.requires_grad_()
+    if wrt in ('all', 'params'):
+        for t in leaves[1:]:
+            t.requires_grad_()
+    grad_out = torch.randn(3, 8, 9, generator=torch.Generator().manual_seed(3))
+    needing = [t for t in leaves if t.requires_grad]
+    out = project_tokens(x, scale * weight, bias)
+    got = torch.autograd.grad(out, needing, grad_out)
+    want = torch.autograd.grad(torch.nn.functional.linear(x, scale * weight, bias), needing,
+                               grad_out)
+    assert type(out.grad_fn.next_functions[0][0]).__name__ == '_TokenProjectionBackward'
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r)
+
+
+def test_token_projection_offers_both_products_where_the_choice_applies(monkeypatch):
+    """float32 on the CPU: both products are timed, for the forward and the backward; float64,
+    deterministic runs and CPU autocast run ``F.linear`` without timing (reproducible bits,
+    autocast's casts)."""
+    if projection._MATMUL is None:
+        pytest.skip('this torch has no oneDNN matrix product')
+    offered = []
+
+    def record(key, candidates):
+        offered.append((key[0], sorted(candidates)))
+        return candidates['blas']()
+
+    monkeypatch.setattr(projection, 'fastest', record)
+    x, weight, bias = _token_inputs(True)
+    weight.requires_grad_()
+    project_tokens(x, weight, bias).sum().backward()
+    assert offered == [('project_tokens', ['blas', 'onednn']),
+                       ('project_tokens_backward', ['blas', 'onednn'])]
+    offered.clear()
+    project_tokens(x.double(), weight.double(), bias.double())
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert project_tokens(x, weight, bias).dtype == torch.bfloat16
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        out = project_tokens(x, weight, bias)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert offered == []
+    assert torch.equal(out, torch.nn.functional.linear(x, weight, bias))
+
+
+def test_token_projection_gives_onednn_dense_operands(forced, monkeypatch):
+    forced('onednn')
+    operands = []
+    matmul = projection._MATMUL
+
+    def recording(a, b):
+        operands.append((a.is_contiguous() or a.t().is_contiguous(),
+                         b.is_contiguous() or b.t().is_contiguous()))
+        return matmul(a, b)
+
+    monkeypatch.setattr(projection, '_MATMUL', recording)
+    x, weight, bias = _token_inputs(True, shape=(4, 6))
+    x = torch.cat([x, x], -1)[..., ::2].requires_grad_()
+    weight = torch.cat([weight, weight], -1)[:, ::2].requires_grad_()
+    project_tokens(x, weight, bias).backward(torch.randn(4, 6, 9)[:, ::1])
+    assert len(operands) == 3 and all(a and b for a, b in operands)

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from ...layers import build_dep_conv, build_fc, conv_path_channels_last, shift_init_
 from ...layers.acmix_triton import fc_bias_map, folded_conv_weight, qkv_channel_order
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
+from ...layers.projection import project_tokens
 from ...layers._validation import check_heads, check_int, check_odd_kernel, check_positive_int
 
 
@@ -195,7 +196,7 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         b, h_pad, w_pad, c = x.shape
         ws = self.window_size
         msa = self.w_msa
-        qkv = msa.qkv(x)  # (B, H_pad, W_pad, 3C)
+        qkv = project_tokens(x, msa.qkv.weight, msa.qkv.bias)  # (B, H_pad, W_pad, 3C)
         if torch.is_grad_enabled() and not fused_conv_path_applies(qkv, differentiable=True):
             # training keeps qkv only (the fused kernel's backward recomputes by itself)
             out_conv = checkpoint(msa.convolution, qkv, use_reentrant=False)
@@ -258,6 +259,9 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         # window reverse and head merge in one copy
         heads = heads.reshape(b, h_pad // ws, w_pad // ws, msa.num_heads, ws, ws, -1)
         heads = heads.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, c)
-        x = torch.addmm(out_conv.reshape(-1, c), heads,
-                        (msa.rate1 * msa.proj.weight).t().to(heads.dtype))
+        weight = (msa.rate1 * msa.proj.weight).to(heads.dtype)
+        if heads.is_cuda:
+            x = torch.addmm(out_conv.reshape(-1, c), heads, weight.t())
+        else:  # the product that the timing picks (see project_tokens), then the sum
+            x = project_tokens(heads, weight).add_(out_conv.reshape(-1, c))
         return x.view(b, h_pad, w_pad, c)

@@ -120,6 +120,39 @@ def test_shift_window_attention_gradients_match_spec(h, w, shift, path, monkeypa
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize('choice', ['blas', 'onednn'])
+def test_float32_window_attention_with_either_timed_product_matches_spec(choice, monkeypatch):
+    """float32 on the CPU runs ``qkv`` and ``proj`` through the timed product
+    (:func:`acmix_mm.layers.projection.project_tokens`): either choice gives the spec's output and
+    gradients (float64 spec, float32 tolerance)."""
+    from acmix_mm.layers import projection
+    if choice == 'onednn' and projection._MATMUL is None:
+        pytest.skip('this torch has no oneDNN matrix product')
+    chosen = []
+
+    def force(key, candidates):
+        chosen.append(key[0])
+        return candidates[choice]()
+
+    monkeypatch.setattr(projection, 'fastest', force)
+    attn64 = randomised_shift_window_msa(3).train()
+    attn = randomised_shift_window_msa(3).float().train()
+    h, w = 14, 17
+    x = torch.randn(2, h * w, 8, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(2, h * w, 8, dtype=torch.float64)
+    x32 = x.detach().float().requires_grad_()
+    got = torch.autograd.grad(attn(x32, (h, w)), [x32] + list(attn.parameters()), grad_out.float())
+    want = torch.autograd.grad(spec_shift_window_msa(attn64, x, h, w, shift=3),
+                               [x] + list(attn64.parameters()), grad_out)
+    assert sorted(set(chosen)) == ['project_tokens', 'project_tokens_backward']
+    for (name, _), g, r in zip([('x', None)] + list(attn.named_parameters()), got, want):
+        torch.testing.assert_close(g, r.float(), rtol=1e-4, atol=1e-4, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(attn.eval()(x32, (h, w)),
+                                   spec_shift_window_msa(attn64, x, h, w, shift=3).float(),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_arbitrary_input_sizes_and_backward():
     model = ACmixSwinTransformer(**TINY)
     outs = model(torch.randn(1, 3, 61, 97))
