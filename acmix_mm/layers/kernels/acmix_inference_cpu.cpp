@@ -1,7 +1,7 @@
 // ACmix's stage II for inference on the CPU in one call: the positional term, the sliding-window
-// attention and the conv path (which adds rate1 times the attention as it writes its result),
-// without the Python, dispatcher and weight-packing steps between them (at small maps these cost
-// as much as the kernels). Semantics: ACmix.mix_paths in acmix_mm/layers/acmix.py.
+// attention and the conv path (which adds rate1 times the attention as it writes its result over
+// it), without the Python, dispatcher and weight-packing steps between them (at small maps these
+// cost as much as the kernels). Semantics: ACmix.mix_paths in acmix_mm/layers/acmix.py.
 #include <torch/extension.h>
 
 #include <cmath>
@@ -34,7 +34,8 @@ at::Tensor acmix_mix_paths(const at::Tensor& qkv, const at::Tensor& grid,
   const at::Tensor fc_w = fc_weight.reshape({fc_weight.size(0), -1}).contiguous();
   const at::Tensor maps = qkv.view({B, 3 * heads, d, H, W}).permute({0, 3, 4, 1, 2});
   return conv_path_forward(maps, fc_w, fc_bias, packed[0], packed[1], stride, dilation,
-                           att.view({B, C, att.size(3), att.size(4)}), rate1);
+                           att.view({B, C, att.size(3), att.size(4)}), rate1,
+                           /*in_place=*/true);
 }
 
 }  // namespace acmix_mm

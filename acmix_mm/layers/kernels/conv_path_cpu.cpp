@@ -708,10 +708,13 @@ StridedMaps<T> strided_maps(const at::Tensor& qkv) {
 at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                              const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
                              const at::Tensor& bias, int64_t stride, int64_t dilation,
-                             const c10::optional<at::Tensor>& addend, double addend_scale) {
+                             const c10::optional<at::Tensor>& addend, double addend_scale,
+                             bool in_place) {
   const ConvGeometry g = geometry(qkv, fc_weight, weight, stride, dilation);
   TORCH_CHECK(bias.is_contiguous() && bias.size(0) == g.M && bias.size(1) == g.Dp,
               "bias must be a contiguous (M, d_pad)");
+  TORCH_CHECK(!in_place || (addend.has_value() && addend->is_contiguous()),
+              "in_place needs a contiguous addend");
   const at::Tensor fc_b_tensor = fc_bias.has_value() ? fc_bias->contiguous() : at::Tensor();
   at::Tensor out, add;
   if (addend.has_value()) {  // (B, C, Ho, Wo) planar, the output likewise
@@ -720,7 +723,8 @@ at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                     addend->size(3) == g.Wo && addend->scalar_type() == qkv.scalar_type(),
                 "addend must be (B, d * M, H_out, W_out) of the maps' dtype");
     add = addend->contiguous();
-    out = at::empty_like(add);
+    // in place: every output element is written once, right after its addend is read
+    out = in_place ? add : at::empty_like(add);
   } else {
     out = at::empty({qkv.size(0), g.Ho, g.Wo, g.D * g.M}, qkv.options());
   }

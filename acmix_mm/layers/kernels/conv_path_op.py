@@ -104,7 +104,8 @@ class _FusedConvPath(torch.autograd.Function):
         ctx.save_for_backward(maps, fc_weight, fc_bias, packed)
         ctx.dilation, ctx.has_bias = dilation, bias is not None
         return load_cpu_extension().conv_path_forward(maps, fc_weight, fc_bias, packed,
-                                                      packed_bias, 1, dilation, None, 1.0)
+                                                      packed_bias, 1, dilation, None, 1.0,
+                                                      False)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -151,4 +152,4 @@ def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Option
     packed, packed_bias = pack_weight(weight, bias, maps.shape[-1])
     return load_cpu_extension().conv_path_forward(
         maps, fc_weight.reshape(fc_weight.shape[0], -1).contiguous(), fc_bias, packed,
-        packed_bias, stride, dilation, addend, float(addend_scale))
+        packed_bias, stride, dilation, addend, float(addend_scale), False)

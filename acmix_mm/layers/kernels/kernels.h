@@ -18,7 +18,8 @@ std::vector<at::Tensor> sliding_window_backward(const at::Tensor& grad_out, cons
 at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                              const c10::optional<at::Tensor>& fc_bias, const at::Tensor& weight,
                              const at::Tensor& bias, int64_t stride, int64_t dilation,
-                             const c10::optional<at::Tensor>& addend, double addend_scale);
+                             const c10::optional<at::Tensor>& addend, double addend_scale,
+                             bool in_place);
 std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at::Tensor& qkv,
                                            const at::Tensor& fc_weight,
                                            const c10::optional<at::Tensor>& fc_bias,

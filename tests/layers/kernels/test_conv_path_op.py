@@ -148,3 +148,33 @@ def test_kernel_packing_equals_folding_then_pack_weight(dtype, d, m, kernel, wit
     want = pack_weight(weight * scale.view(-1, 1, 1, 1), None if bias is None else bias * scale, d)
     got = load_cpu_extension().conv_path_pack(weight, bias, scale, d)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('h,w,stride', [(9, 20, 1), (10, 19, 2), (7, 9, 1)])
+def test_in_place_addend_gives_the_same_result_in_the_addend(dtype, h, w, stride):
+    """``in_place`` (how ACmix's inference writes the conv path over the attention): the result,
+    bit for bit the one written to a new tensor, lands in the addend's memory (float32 rows of
+    8 x 8 register tiles and a remainder); it needs a contiguous addend."""
+    heads, d = 2, 8
+    fc, dep_conv = _modules(heads, d, 2 * heads * d, stride)
+    fc, dep_conv = fc.to(dtype), dep_conv.to(dtype)
+    maps = torch.randn(2, 3 * heads, d, h, w, dtype=dtype).permute(0, 3, 4, 1, 2)
+    packed, packed_bias = pack_weight(dep_conv.weight, dep_conv.bias, d)
+    fc_w = fc.weight.reshape(fc.weight.shape[0], -1).contiguous()
+    addend = torch.randn(2, 2 * heads * d, -(-h // stride), -(-w // stride), dtype=dtype)
+    ext = load_cpu_extension()
+
+    def run(add, in_place):
+        return ext.conv_path_forward(maps, fc_w, fc.bias, packed, packed_bias, stride, 1, add,
+                                     -0.6, in_place)
+
+    want = run(addend, False)
+    kept = addend.clone()
+    got = run(addend, True)
+    assert got.data_ptr() == addend.data_ptr() and not torch.equal(addend, kept)
+    assert torch.equal(got, want) and torch.equal(addend, want)
+    with pytest.raises(RuntimeError, match='in_place needs a contiguous addend'):
+        run(None, True)
+    with pytest.raises(RuntimeError, match='in_place needs a contiguous addend'):
+        run(kept.transpose(2, 3).contiguous().transpose(2, 3), True)
