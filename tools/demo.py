@@ -3,6 +3,7 @@ the CPU, evaluate each with its framework's metric (COCO AP through pycocotools,
 mIoU), compare with the same model untrained, and save loss curves and prediction images.
 
     python tools/demo.py [--out work_dirs/demo] [--iters N] [--num-train N]
+                         [--cpu-allocator {retain,system}]
 """
 import argparse
 import json
@@ -74,14 +75,20 @@ def main(argv=None):
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
     parser.add_argument('--num-train', type=int, default=800,
                         help='training images to generate (the validation split has 40)')
+    parser.add_argument('--cpu-allocator', choices=['retain', 'system'], default='retain',
+                        help='as tools/train.py\'s (acmix_mm.utils.cpu_allocator)')
     args = parser.parse_args(argv)
     if args.iters is not None and args.iters < 1:
         parser.error(f'--iters must be a positive integer, got {args.iters}')
     start = time.perf_counter()
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
+    import torch
+
     import acmix_mm  # noqa: F401
     from acmix_mm.datasets import generate
+    from acmix_mm.utils.cpu_allocator import configure_cpu_allocator
+    print(configure_cpu_allocator(args.cpu_allocator, not torch.cuda.is_available()))
     paths = generate(args.data_root, num_train=args.num_train)
     print(f'demo data: {paths["coco"]} (COCO instances), {paths["ade"]} (ADE20K layout)')
     results = {name: run_job(name, config, paths[data], keys, args.out, args.iters)

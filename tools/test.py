@@ -2,6 +2,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR]
                                            [--cfg-options k=v ...] [--launcher ...]
+                                           [--cpu-allocator {retain,system}]
 """
 import argparse
 import os.path as osp
@@ -22,9 +23,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    import torch
+    from mmengine.logging import print_log
     from mmengine.runner import Runner
 
     from acmix_mm.engine import load_run_config, setup_cpu_distributed
+    from acmix_mm.utils.cpu_allocator import configure_cpu_allocator
     from acmix_mm.visualization import save_predictions
     if not osp.isfile(args.checkpoint):
         sys.exit(f'error: checkpoint {args.checkpoint!r} does not exist')
@@ -35,7 +39,9 @@ def main(argv=None):
         sys.exit(f'error: {e}')
     cfg.load_from = args.checkpoint
     setup_cpu_distributed(cfg)
+    allocator_note = configure_cpu_allocator(args.cpu_allocator, not torch.cuda.is_available())
     runner = Runner.from_cfg(cfg)
+    print_log(allocator_note, logger='current')
     metrics = runner.test()
     if args.show_dir and runner.rank == 0:
         paths = save_predictions(runner, args.show_dir)

@@ -5,6 +5,10 @@ checkpoint, so that ``--resume`` after a kill repeats the interrupted run exactl
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                                  [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+                                 [--cpu-allocator {retain,system}]
+
+On the CPU, glibc keeps freed memory for reuse unless ``--cpu-allocator system``
+(:mod:`acmix_mm.utils.cpu_allocator`).
 """
 import argparse
 import os.path as osp
@@ -35,6 +39,7 @@ def main(argv=None):
 
     from acmix_mm.engine import (configure_amp, enable_exact_resume, load_run_config,
                                  setup_cpu_distributed)
+    from acmix_mm.utils.cpu_allocator import configure_cpu_allocator
     try:
         cfg = load_run_config(args.config, args.work_dir, args.launcher, args.cfg_options,
                               args.local_rank)
@@ -46,7 +51,9 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = None if args.resume == 'auto' else args.resume
     setup_cpu_distributed(cfg)
+    allocator_note = configure_cpu_allocator(args.cpu_allocator, not torch.cuda.is_available())
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    print_log(allocator_note, logger='current')
     if amp_note:
         print_log(amp_note, logger='current')
     runner.train()

@@ -13,13 +13,21 @@ from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple, Union
 RETURN_FREED_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536', 'MALLOC_TRIM_THRESHOLD_': '0'}
 
 
-def allocator_note() -> str:
+def allocator_note(cpu_allocator: str = 'system') -> str:
     """How the workers (which inherit this environment) get CPU memory, for the reports: PyTorch
     reads ``THP_MEM_ALLOC_ENABLE`` once, at start-up; with ``1`` it puts every allocation of
-    2 MB or more on transparent huge pages (512 times fewer page faults on fresh memory)."""
+    2 MB or more on transparent huge pages (512 times fewer page faults on fresh memory).
+    ``cpu_allocator`` is the timing workers' ``--cpu-allocator``
+    (:mod:`acmix_mm.utils.cpu_allocator`; memory workers always keep the C library's defaults,
+    see the module's doc)."""
     if os.environ.get('THP_MEM_ALLOC_ENABLE') == '1':
-        return 'allocations of 2 MB or more on transparent huge pages (THP_MEM_ALLOC_ENABLE=1)'
-    return "PyTorch's default CPU allocation (4 KiB pages; THP_MEM_ALLOC_ENABLE unset)"
+        pages = 'allocations of 2 MB or more on transparent huge pages (THP_MEM_ALLOC_ENABLE=1)'
+    else:
+        pages = "PyTorch's default CPU allocation (4 KiB pages; THP_MEM_ALLOC_ENABLE unset)"
+    if cpu_allocator == 'retain':
+        return (pages + '; timings with glibc keeping freed memory for reuse (--cpu-allocator '
+                'retain, as tools/train.py and tools/test.py run on the CPU)')
+    return pages + "; timings with the C library's malloc defaults (--cpu-allocator system)"
 
 
 def _status_kb(field: str) -> int:

@@ -30,6 +30,8 @@ CASES = [
     (PY + ['tools/train.py'], 'usage: train.py'),
     (PY + ['tools/train.py', CONFIG, '--no-such-option'], 'unrecognized arguments'),
     (PY + ['tools/train.py', 'configs/nope.py'], "config 'configs/nope.py' does not exist"),
+    (PY + ['tools/train.py', CONFIG, '--cpu-allocator', 'jemalloc'],
+     "argument --cpu-allocator: invalid choice: 'jemalloc' (choose from 'retain', 'system')"),
     (PY + ['tools/test.py'], 'usage: test.py'),
     (PY + ['tools/test.py', CONFIG], 'the following arguments are required: checkpoint'),
     (PY + ['tools/test.py', CONFIG, 'missing.pth'], "checkpoint 'missing.pth' does not exist"),

@@ -23,6 +23,8 @@ import time
 import traceback
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from acmix_mm.utils.cpu_allocator import (CPU_ALLOCATORS,  # noqa: E402
+                                           configure_cpu_allocator)
 from acmix_mm.utils.benchmarking import (allocator_note, fastest_over_rounds,  # noqa: E402
                                          peak_rss_bytes, reset_peak_rss, run_worker,
                                          saved_tensor_storages, write_report)
@@ -192,12 +194,14 @@ class TextProgress:
 def run_case(args, name, mode, size):
     """Runs one case in a fresh process, timed against its baseline in that process where the
     baseline is benchmarked too; training memory is measured in a process of its own (see
-    :mod:`acmix_mm.utils.benchmarking`), timings run with the default allocator."""
+    :mod:`acmix_mm.utils.benchmarking`, with the C library's malloc defaults); timings with
+    ``--cpu-allocator``."""
     base = CASES[name][0]
     paired = ['--paired', base] if mode != 'memory' and base in args.cases else []
     return run_worker(osp.abspath(__file__),
                       ['--worker', name, mode, str(size), '--device', args.device, '--repeat',
-                       str(args.repeat), '--batch', str(args.batch)] + paired +
+                       str(args.repeat), '--batch', str(args.batch), '--cpu-allocator',
+                       'system' if mode == 'memory' else args.cpu_allocator] + paired +
                       (['--norm-eval'] if args.norm_eval else []), args.threads,
                       measure_memory=mode == 'memory')
 
@@ -412,6 +416,10 @@ def main(argv=None):
                         help='measure every case in this process, as --device cuda does (on the '
                         'CPU: to check that path; its peak memory over-counts)')
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
+    parser.add_argument('--cpu-allocator', choices=CPU_ALLOCATORS, default='retain',
+                        help='malloc of the timing workers, as tools/train.py\'s: "retain" '
+                        'keeps freed memory for reuse, "system" the defaults (memory workers '
+                        'always run the defaults, see acmix_mm.utils.benchmarking)')
     parser.add_argument('--repeat', type=int, default=5,
                         help='timed runs per case (the fastest is reported)')
     parser.add_argument('--rounds', type=int, default=2,
@@ -432,7 +440,10 @@ def main(argv=None):
     if args.worker:
         name, mode, size = args.worker
         names = [name] + ([args.paired] if args.paired else [])
-        print(json.dumps(measure(names, mode, int(size), args.device, args.repeat, args.batch)))
+        note = configure_cpu_allocator(args.cpu_allocator, on_cpu=args.device == 'cpu')
+        results = measure(names, mode, int(size), args.device, args.repeat, args.batch)
+        print(json.dumps([dict(r, allocator=note) for r in results]
+                         if isinstance(results, list) else dict(results, allocator=note)))
         return 0
     if args.device == 'cuda' or args.amp or args.in_process:
         return main_in_process(args, argv)
@@ -459,7 +470,7 @@ def main(argv=None):
         argv if argv is not None else sys.argv[1:],
         f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
         f'{args.threads} threads per case, device {args.device}; torch {torch.__version__}; '
-        f'{allocator_note()}.'
+        f'{allocator_note(args.cpu_allocator)}.'
         f' Inference at {args.infer_size}x{args.infer_size}, training step (forward + '
         f'backward) at {args.train_size}x{args.train_size}, batch {args.batch}; ResNets\' '
         f'batch norms {"frozen (norm_eval)" if args.norm_eval else "trained"} in both; layer '

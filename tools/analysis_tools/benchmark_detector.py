@@ -24,6 +24,8 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from acmix_mm.utils.cpu_allocator import (CPU_ALLOCATORS,  # noqa: E402
+                                           configure_cpu_allocator)
 from acmix_mm.utils.benchmarking import (allocator_note, fastest_over_rounds,  # noqa: E402
                                          peak_rss_bytes, reset_peak_rss, run_worker,
                                          write_report)
@@ -68,7 +70,8 @@ def measure(name, mode, size, batch, repeat):
 def run_case(args, name, mode):
     return run_worker(osp.abspath(__file__),
                       ['--worker', name, mode, '--size', *map(str, args.size), '--batch',
-                       str(args.batch), '--repeat', str(args.repeat)], args.threads,
+                       str(args.batch), '--repeat', str(args.repeat), '--cpu-allocator',
+                       'system' if mode == 'memory' else args.cpu_allocator], args.threads,
                       measure_memory=mode == 'memory')
 
 
@@ -135,13 +138,19 @@ def main(argv=None):
     parser.add_argument('--repeat', type=int, default=2, help='timed iterations per process')
     parser.add_argument('--rounds', type=int, default=2, help='alternating passes over the cases')
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
+    parser.add_argument('--cpu-allocator', choices=CPU_ALLOCATORS, default='retain',
+                        help='malloc of the timing workers, as tools/train.py\'s: "retain" '
+                        'keeps freed memory for reuse, "system" the defaults (memory workers '
+                        'always run the defaults, see acmix_mm.utils.benchmarking)')
     parser.add_argument('--out', default='docs/benchmarks_mask_rcnn', help='path prefix')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
                         help='float16 AmpOptimWrapper on CUDA (bfloat16 autocast on the CPU)')
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(*args.worker, args.size, args.batch, args.repeat)))
+        note = configure_cpu_allocator(args.cpu_allocator, on_cpu=True)
+        result = measure(*args.worker, args.size, args.batch, args.repeat)
+        print(json.dumps(dict(result, allocator=note)))
         return 0
     if args.device == 'cuda' or args.amp:
         return main_in_process(args, argv)
@@ -157,10 +166,9 @@ def main(argv=None):
         args.out, 'tools/analysis_tools/benchmark_detector.py',
         argv if argv is not None else sys.argv[1:],
         f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads per '
-        f'case, CPU; torch {torch.__version__}; {allocator_note()}. One Mask R-CNN training '
-        f'iteration '
-        f'(forward, losses, backward) on a batch of {args.batch} random '
-        f'{args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
+        f'case, CPU; torch {torch.__version__}; {allocator_note(args.cpu_allocator)}. One '
+        f'Mask R-CNN training iteration (forward, losses, backward) on a batch of '
+        f'{args.batch} random {args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
         f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
         f'`mask-rcnn_r50_fpn_1x_coco.py`); fastest of {args.repeat} iterations in each of '
         f'{args.rounds} alternating passes. Peak memory: growth of the peak resident memory '

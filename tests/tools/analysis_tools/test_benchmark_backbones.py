@@ -32,6 +32,11 @@ def test_benchmark_runs_on_a_tiny_case(tmp_path):
     assert '| acmix-layer-512 | qkv-1x1-512 |' in md and 'x |' in md
     assert 'saved for backward (MB)' in md
     assert (tmp_path / 'bench.png').stat().st_size > 5000
+    # timings with glibc keeping freed memory (as tools/train.py), memory with its defaults
+    for r in results:
+        assert ('keeps freed memory' if r['mode'] != 'memory' else
+                "the C library's defaults") in r['allocator'], r
+    assert 'glibc keeping freed memory for reuse (--cpu-allocator retain' in md
 
 
 @pytest.mark.parametrize('norm_eval', [False, True])
