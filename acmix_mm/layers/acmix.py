@@ -115,14 +115,17 @@ class ACmix(nn.Module):
         if self._triton_path_applies(x):
             h, w = x.shape[-2:]
             return acmix_forward_triton(self, x, self.position_term(h, w, x.dtype, x.device))
-        if (torch.is_grad_enabled() and not torch.jit.is_tracing()
-                and not torch.compiler.is_compiling()
-                and x.dtype == self.conv1.weight.dtype
-                and (x.requires_grad or any(p.requires_grad for p in self.parameters()))):
-            # Training keeps only x; the backward recomputes what it needs from it, in x's dtype
-            # (an input of another dtype than the parameters, as autocast makes of the previous
-            # layer's output, trains through the composition under autograd).
-            return recomputed_acmix(self, x)
+        if torch.is_grad_enabled() and not recording_graph():
+            if not (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+                # nothing to differentiate (a frozen stage, e.g. mmdet's frozen_stages): the
+                # inference path, as autograd would record nothing either
+                with torch.no_grad():
+                    return self.mix_paths(self.project(x))
+            if x.dtype == self.conv1.weight.dtype:
+                # Training keeps only x; the backward recomputes what it needs from it, in x's
+                # dtype (an input of another dtype than the parameters, as autocast makes of the
+                # previous layer's output, trains through the composition under autograd).
+                return recomputed_acmix(self, x)
         return self.mix_paths(self.project(x))
 
     def projection_weights(self) -> Tuple[torch.Tensor, torch.Tensor]:

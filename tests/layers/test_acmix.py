@@ -187,3 +187,26 @@ def test_fused_stage_two_equals_the_operators(monkeypatch, dtype, cin, c, heads,
     torch.testing.assert_close(fused.double(), spec_acmix_from_module(layer.double(), x.double()),
                                rtol=1e-4 if dtype == torch.float32 else 1e-9,
                                atol=1e-4 if dtype == torch.float32 else 1e-9)
+
+
+def test_frozen_layer_in_grad_mode_runs_the_inference_path(monkeypatch):
+    """A layer with nothing to differentiate (frozen parameters, an input that needs no
+    gradient: mmdet's ``frozen_stages``) in grad mode runs as inference does (the fused stage
+    II), with the same result and no graph."""
+    layer = randomised(ACmix(6, 8, heads=2)).requires_grad_(False)
+    x = torch.randn(2, 6, 9, 10)
+    with torch.no_grad():
+        want = layer(x)
+    fused = []
+    original = ACmix._fused_stage_two
+
+    def recording(self, qkv):
+        fused.append(original(self, qkv))
+        return fused[-1]
+
+    monkeypatch.setattr(ACmix, '_fused_stage_two', recording)
+    out = layer(x)
+    assert fused == [True] and not out.requires_grad and out.grad_fn is None
+    assert torch.equal(out, want)
+    torch.testing.assert_close(out.double(), spec_acmix_from_module(layer.double(), x.double()),
+                               rtol=1e-4, atol=1e-4)
