@@ -8,12 +8,17 @@ between processes): at 2 threads its convolution ran from 2.5x slower (128 input
 56x56) to 2.1x faster (512 channels at 25x42) than the batched product, and its backward (input,
 weight and bias gradients in one call) from 2.6x slower (64 channels at 200x336) to 2.0x faster
 (``python tools/analysis_tools/benchmark_projection.py``, ``docs/benchmark_projection.md``).
-So, as ``torch.backends.cudnn.benchmark`` does on CUDA, the first call of each shape times them
-(see :func:`fastest`) and later calls of that shape run the fastest. All give the same numbers up
-to rounding, so the choice (which can differ between processes) changes the last bits; float64
-(no oneDNN kernels), autograd, recorded graphs and runs with
-``torch.use_deterministic_algorithms(True)`` (mmengine's ``randomness.deterministic=True``) always
-take the batched product, so that such runs are bit-reproducible across processes (exact resume).
+So, as ``torch.backends.cudnn.benchmark`` does on CUDA, the first call of each size class times
+them (see :func:`fastest`) and later calls of that class run the fastest. A class is the shape
+with the number of positions (tokens) rounded up to a power of two (:func:`size_class`), so that
+multi-scale training, whose every batch may have a new size, times a bounded number of classes.
+All give the same numbers up to rounding, so the choice (which can differ between processes)
+changes the last bits. float64 (no oneDNN kernels), recorded graphs, CPU autocast (for
+:func:`project_tokens`) and runs with ``torch.use_deterministic_algorithms(True)`` (mmengine's
+``randomness.deterministic=True``) never time: they take the batched product (``F.linear`` for
+:func:`project_tokens`), so that such runs are bit-reproducible across processes (exact resume).
+:func:`project_1x1` under autograd takes the batched product too (ACmix-ResNet's training path
+calls it without autograd, see :mod:`..acmix_recompute`, and so times).
 """
 import time
 from typing import Callable, Dict, Hashable, Optional, Tuple
@@ -46,6 +51,12 @@ def fastest(key: Hashable, candidates: Dict[str, Callable[[], object]]) -> objec
                 times[name] = min(times[name], time.perf_counter() - start)
         choice = _FASTEST[key] = min(times, key=times.get)
     return candidates[choice]()
+
+
+def size_class(positions: int) -> int:
+    """The power of two at or above ``positions`` (1 for 0 or 1): the timed choice's key holds
+    it instead of the exact number of positions."""
+    return 1 << max(positions - 1, 0).bit_length()
 
 
 def fastest_choices() -> Dict[Hashable, str]:
@@ -127,7 +138,8 @@ def project_1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
     if not _tuned(x) or torch.is_grad_enabled():
         return product()  # autograd and recorded graphs see the same operators on every call
     autocast = torch.is_autocast_enabled('cpu')
-    key = ('project_1x1', tuple(x.shape), weight.shape[0], torch.get_num_threads(), autocast)
+    key = ('project_1x1', b, c_in, size_class(h * w), weight.shape[0], torch.get_num_threads(),
+           autocast)
     candidates = {'conv': conv, 'product': product}
     if _MATMUL is not None and not autocast:  # autocast does not cast it: float32 results
         candidates['onednn'] = onednn
@@ -178,7 +190,8 @@ def project_1x1_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.
 
     if not _tuned(x):
         return product()
-    key = ('project_1x1_backward', tuple(x.shape), c_out, need_x, torch.get_num_threads())
+    key = ('project_1x1_backward', b, c_in, size_class(h * w), c_out, need_x,
+           torch.get_num_threads())
     candidates = {'conv': conv, 'product': product}
     if _MATMUL is not None:
         candidates['onednn'] = onednn
@@ -191,8 +204,9 @@ def project_tokens(x: torch.Tensor, weight: torch.Tensor,
     and ``proj``), with the timed choice of :func:`fastest` on the CPU: PyTorch's BLAS product
     or oneDNN's. Differentiable (in ``x``, ``weight`` and ``bias``): under autograd the choice is
     made for the forward and, separately, for the backward, which keeps ``x`` and ``weight`` as
-    ``F.linear`` does. Where the choice does not apply (see the module's doc) and under CPU
-    autocast it is ``F.linear``.
+    ``F.linear`` does, but has no double backward (``create_graph=True`` through it raises; run
+    with ``torch.use_deterministic_algorithms(True)`` to get ``F.linear`` there). Where the choice
+    does not apply (see the module's doc) it is ``F.linear``.
 
     Args:
         x: ``(..., Cin)``.
@@ -203,7 +217,7 @@ def project_tokens(x: torch.Tensor, weight: torch.Tensor,
         ``(..., Cout)``, contiguous.
     """
     if (_MATMUL is None or not _tuned(x) or weight.dtype != x.dtype
-            or torch.is_autocast_enabled('cpu')):
+            or (bias is not None and bias.dtype != x.dtype) or torch.is_autocast_enabled('cpu')):
         return F.linear(x, weight, bias)
     shape = x.shape
     x2d = x.reshape(-1, shape[-1]).contiguous()  # dense, see _product_per_sample
@@ -225,7 +239,7 @@ def _tokens_forward(x: torch.Tensor, weight: torch.Tensor,
         out = _MATMUL(x, weight.contiguous())
         return out if bias is None else out.add_(bias)
 
-    key = ('project_tokens', tuple(x.shape), weight.shape[0], bias is not None,
+    key = ('project_tokens', size_class(x.shape[0]), x.shape[1], weight.shape[0], bias is not None,
            torch.get_num_threads())
     return fastest(key, {'blas': blas, 'onednn': onednn})
 
@@ -246,8 +260,8 @@ def _tokens_backward(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tens
         return (_MATMUL(grad_out, weight.contiguous().t()) if need_x else None,
                 _MATMUL(grad_out.t(), x.t()) if need_w else None)
 
-    key = ('project_tokens_backward', tuple(x.shape), weight.shape[0], need_x, need_w,
-           torch.get_num_threads())
+    key = ('project_tokens_backward', size_class(x.shape[0]), x.shape[1], weight.shape[0], need_x,
+           need_w, torch.get_num_threads())
     grad_x, grad_w = fastest(key, {'blas': blas, 'onednn': onednn})
     return grad_x, grad_w, grad_out.sum(0) if need_b else None
 

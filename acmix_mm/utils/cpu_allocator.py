@@ -9,13 +9,13 @@ has the measurements).
 
 :func:`retain_freed_memory` makes glibc serve every allocation from its heap (no ``mmap`` per
 block, ``M_MMAP_MAX = 0``) and never give freed heap memory back (``M_TRIM_THRESHOLD = -1``), so
-that later tensors reuse pages that are already mapped. The process's resident memory then stays
-at its high-water mark. ``tools/train.py`` and ``tools/test.py`` do this on the CPU unless
+that later tensors reuse pages that are already mapped (glibc still maps blocks of over 64 MB
+that threads other than the main one allocate; PyTorch's CPU work allocates in the calling
+thread). The process's resident memory then stays at its high-water mark. ``tools/train.py`` and ``tools/test.py`` do this on the CPU unless
 ``--cpu-allocator system`` is given; like ``jemalloc`` or ``tcmalloc`` (which PyTorch's CPU tuning
 guide recommends through ``LD_PRELOAD``), it changes the whole process, baseline models alike.
 """
 import ctypes
-import ctypes.util
 import platform
 from typing import Optional
 
@@ -28,11 +28,8 @@ def _glibc() -> Optional[ctypes.CDLL]:
     """The C library when it is glibc (which has ``mallopt`` with these meanings), else None."""
     if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
         return None
-    name = ctypes.util.find_library('c')
-    if name is None:
-        return None
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols, glibc's among them
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.mallopt.restype = ctypes.c_int
     except (OSError, AttributeError):

@@ -284,5 +284,41 @@ def test_token_projection_gives_onednn_dense_operands(forced, monkeypatch):
     x, weight, bias = _token_inputs(True, shape=(4, 6))
     x = torch.cat([x, x], -1)[..., ::2].requires_grad_()
     weight = torch.cat([weight, weight], -1)[:, ::2].requires_grad_()
-    project_tokens(x, weight, bias).backward(torch.randn(4, 6, 9)[:, ::1])
+    project_tokens(x, weight, bias).backward(torch.randn(4, 6, 18)[..., ::2])
     assert len(operands) == 3 and all(a and b for a, b in operands)
+
+
+def test_choice_is_timed_once_per_size_class():
+    """Sizes whose numbers of positions round up to the same power of two share one timed
+    choice (multi-scale training meets a new size on most batches); another class is timed
+    afresh."""
+    assert [projection.size_class(n) for n in (0, 1, 2, 3, 64, 65)] == [1, 1, 2, 4, 64, 128]
+    weight, bias = torch.randn(11, 5), torch.randn(11)
+
+    def keys():
+        return {k for k in projection.fastest_choices() if k[0] == 'project_1x1' and k[2] == 5
+                and k[4] == 11}
+
+    before = keys()
+    with torch.no_grad():
+        for h, w in ((5, 7), (6, 7), (8, 8), (9, 8)):  # 35, 42, 64 positions: one class; 72
+            out = project_1x1(torch.randn(1, 5, h, w), weight, bias)
+            assert out.shape == (1, 11, h, w)
+        new = keys() - before
+    assert sorted(k[3] for k in new) == [64, 128]
+    x = torch.randn(40, 5)
+    tokens = {k for k in projection.fastest_choices() if k[0] == 'project_tokens'}
+    with torch.no_grad():
+        project_tokens(x, weight, bias)
+        project_tokens(x[:33], weight, bias)
+    if projection._MATMUL is not None:
+        assert len({k for k in projection.fastest_choices() if k[0] == 'project_tokens'}
+                   - tokens) == 1
+
+
+@pytest.mark.parametrize('choice', TOKEN_CHOICES)
+def test_token_projection_refuses_a_bias_of_another_dtype_whatever_the_choice(choice, forced):
+    forced(choice)
+    x, weight, bias = _token_inputs(True)
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        project_tokens(x, weight, bias.double())

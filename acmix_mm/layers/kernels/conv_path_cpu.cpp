@@ -12,6 +12,7 @@
 // larger than qkv is stored and no transposing copy is made. Semantics: conv_path /
 // conv_path_channels_last in acmix_mm/layers/conv_path.py.
 #include <torch/extension.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -724,6 +725,7 @@ at::Tensor conv_path_forward(const at::Tensor& qkv, const at::Tensor& fc_weight,
                 "addend must be (B, d * M, H_out, W_out) of the maps' dtype");
     add = addend->contiguous();
     // in place: every output element is written once, right after its addend is read
+    if (in_place) at::assert_no_overlap(add, qkv);
     out = in_place ? add : at::empty_like(add);
   } else {
     out = at::empty({qkv.size(0), g.Ho, g.Wo, g.D * g.M}, qkv.options());

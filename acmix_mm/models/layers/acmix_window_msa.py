@@ -21,6 +21,14 @@ from ...layers.projection import project_tokens
 from ...layers._validation import check_heads, check_int, check_odd_kernel, check_positive_int
 
 
+def _wrapped(linear: nn.Module) -> bool:
+    """Whether ``linear`` must be called as a module: anything but a plain ``nn.Linear`` without
+    hooks (a quantised or adapted layer, pruning's or a user's hooks), which the timed product
+    would bypass."""
+    return (type(linear) is not nn.Linear or bool(linear._forward_hooks)
+            or bool(linear._forward_pre_hooks))
+
+
 class ACmixWindowMSA(WindowMSA):
     """mmdet's ``WindowMSA`` plus the ACmix parameters ``fc``, ``dep_conv``, ``rate1``, ``rate2``.
 
@@ -196,7 +204,10 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         b, h_pad, w_pad, c = x.shape
         ws = self.window_size
         msa = self.w_msa
-        qkv = project_tokens(x, msa.qkv.weight, msa.qkv.bias)  # (B, H_pad, W_pad, 3C)
+        if _wrapped(msa.qkv):
+            qkv = msa.qkv(x)  # (B, H_pad, W_pad, 3C)
+        else:
+            qkv = project_tokens(x, msa.qkv.weight, msa.qkv.bias)
         if torch.is_grad_enabled() and not fused_conv_path_applies(qkv, differentiable=True):
             # training keeps qkv only (the fused kernel's backward recomputes by itself)
             out_conv = checkpoint(msa.convolution, qkv, use_reentrant=False)

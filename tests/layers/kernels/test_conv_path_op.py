@@ -151,11 +151,12 @@ def test_kernel_packing_equals_folding_then_pack_weight(dtype, d, m, kernel, wit
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@pytest.mark.parametrize('h,w,stride', [(9, 20, 1), (10, 19, 2), (7, 9, 1)])
+@pytest.mark.parametrize('h,w,stride', [(9, 20, 1), (10, 19, 2), (7, 9, 1), (5, 6, 1), (6, 9, 2)])
 def test_in_place_addend_gives_the_same_result_in_the_addend(dtype, h, w, stride):
     """``in_place`` (how ACmix's inference writes the conv path over the attention): the result,
     bit for bit the one written to a new tensor, lands in the addend's memory (float32 rows of
-    8 x 8 register tiles and a remainder); it needs a contiguous addend."""
+    8 x 8 register tiles and a remainder; rows narrower than a tile, written directly); it needs
+    a contiguous addend that does not overlap the maps."""
     heads, d = 2, 8
     fc, dep_conv = _modules(heads, d, 2 * heads * d, stride)
     fc, dep_conv = fc.to(dtype), dep_conv.to(dtype)
@@ -178,3 +179,6 @@ def test_in_place_addend_gives_the_same_result_in_the_addend(dtype, h, w, stride
         run(None, True)
     with pytest.raises(RuntimeError, match='in_place needs a contiguous addend'):
         run(kept.transpose(2, 3).contiguous().transpose(2, 3), True)
+    planes = maps.permute(0, 3, 4, 1, 2)  # the maps' own memory as the addend
+    with pytest.raises(RuntimeError, match='refer to a single memory location'):
+        run(planes.reshape(-1)[:addend.numel()].view(addend.shape), True)

@@ -198,3 +198,21 @@ def test_frozen_stages_are_frozen():
             torch.testing.assert_close(v, b[k])
     assert model.stages[1].blocks[0].attn.w_msa.fc.weight.requires_grad
 
+
+
+def test_qkv_with_hooks_or_another_type_is_called_as_a_module():
+    """The timed product reads ``qkv``'s weight directly; a hooked (pruning, a user's hook) or
+    replaced ``qkv`` is called as a module instead, so that it takes effect."""
+    attn = randomised_shift_window_msa(3).float().eval()
+    x = torch.randn(2, 14 * 14, 8)
+    with torch.no_grad():
+        plain = attn(x, (14, 14))
+        calls = []
+        handle = attn.w_msa.qkv.register_forward_hook(
+            lambda module, inputs, out: calls.append(1) or out * 2)
+        hooked = attn(x, (14, 14))
+        handle.remove()
+        attn.w_msa.qkv = torch.nn.Sequential(attn.w_msa.qkv)
+        wrapped = attn(x, (14, 14))
+    assert calls == [1] and not torch.allclose(hooked, plain)
+    torch.testing.assert_close(wrapped, plain)
