@@ -162,9 +162,10 @@ def test_deterministic_runs_take_the_product_without_timing(deterministic, monke
     assert torch.equal(grad_x, torch.bmm(weight.t().expand(2, -1, -1), grad_out).view(x.shape))
 
 
-def test_onednn_product_gets_dense_operands(forced, monkeypatch):
-    """oneDNN runs a reference kernel (hundreds of times slower) on operands with other strides
-    than a dense matrix or its transpose: a strided input reaches it as dense planes."""
+@pytest.fixture
+def onednn_operands(forced, monkeypatch):
+    """Forces the oneDNN candidates and records, for each oneDNN product, whether each operand
+    is dense or the transpose of a dense matrix."""
     forced('onednn')
     operands = []
     matmul = projection._MATMUL
@@ -175,6 +176,13 @@ def test_onednn_product_gets_dense_operands(forced, monkeypatch):
         return matmul(a, b)
 
     monkeypatch.setattr(projection, '_MATMUL', recording)
+    return operands
+
+
+def test_onednn_product_gets_dense_operands(onednn_operands):
+    """oneDNN runs a reference kernel (hundreds of times slower) on operands with other strides
+    than a dense matrix or its transpose: a strided input reaches it as dense planes."""
+    operands = onednn_operands
     x, weight, bias = _inputs(torch.float32, size=(6, 5))
     x = torch.cat([x, x], 1)[:, ::2]  # channels two planes apart
     grad_out = torch.randn(2, 9, 60)[:, :, ::2]
@@ -270,17 +278,8 @@ def test_token_projection_offers_both_products_where_the_choice_applies(monkeypa
     assert torch.equal(out, torch.nn.functional.linear(x, weight, bias))
 
 
-def test_token_projection_gives_onednn_dense_operands(forced, monkeypatch):
-    forced('onednn')
-    operands = []
-    matmul = projection._MATMUL
-
-    def recording(a, b):
-        operands.append((a.is_contiguous() or a.t().is_contiguous(),
-                         b.is_contiguous() or b.t().is_contiguous()))
-        return matmul(a, b)
-
-    monkeypatch.setattr(projection, '_MATMUL', recording)
+def test_token_projection_gives_onednn_dense_operands(onednn_operands):
+    operands = onednn_operands
     x, weight, bias = _token_inputs(True, shape=(4, 6))
     x = torch.cat([x, x], -1)[..., ::2].requires_grad_()
     weight = torch.cat([weight, weight], -1)[:, ::2].requires_grad_()
