@@ -359,6 +359,7 @@ def main_in_process(args, argv):
     from acmix_mm.utils.device_timing import describe, dtype_name, environment
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch.cuda.is_available() is False on this machine')
+    allocator = configure_cpu_allocator(args.cpu_allocator, on_cpu=args.device == 'cpu')
     torch.manual_seed(0)
     results, failures = [], []
     for mode in ('infer', 'train'):
@@ -395,7 +396,7 @@ def main_in_process(args, argv):
         f'case and its baseline in one process, steps alternating, fastest of {args.repeat} '
         f'after 2 warm-up steps each (CUDA events on a GPU). Peak memory: the training step\'s '
         f'peak over the memory allocated before it (CUDA allocator; on the CPU the growth of '
-        f'the peak resident memory).', md, results)
+        f'the peak resident memory). {allocator}.', md, results)
     if ratios:
         plot(ratios, args.out + '.png')
     print(f'wrote {args.out}.md, {args.out}.json' + (' and .png' if ratios else ''))

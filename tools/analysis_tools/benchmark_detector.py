@@ -117,6 +117,7 @@ def main_in_process(args, argv):
                          'lacks (mmcv-lite); install mmcv 2.1.0 built with its ops')
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch.cuda.is_available() is False on this machine')
+    allocator = configure_cpu_allocator(args.cpu_allocator, on_cpu=args.device == 'cpu')
     torch.manual_seed(0)
     records = measure_pair(MODELS, {name: config for name, (config, _) in CASES.items()},
                            ['mask-rcnn_acmix-r50', 'mask-rcnn_r50'],
@@ -127,7 +128,8 @@ def main_in_process(args, argv):
         argv if argv is not None else sys.argv[1:],
         f'One Mask R-CNN training iteration (mmengine `train_step`: forward, losses, backward, '
         f'AdamW step) on a batch of {args.batch} random {args.size[0]}x{args.size[1]} images '
-        f'with 3 boxes and masks each', args.device, args.amp, args.repeat, 2, records, [])
+        f'with 3 boxes and masks each; {allocator}', args.device, args.amp, args.repeat, 2,
+        records, [])
 
 
 def main(argv=None):

@@ -55,3 +55,16 @@ def test_resnet_cases_share_their_batch_norm_mode(norm_eval, monkeypatch):
         model.train()
         modes.append({m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d)})
     assert modes == [{not norm_eval}] * 2
+
+
+def test_in_process_path_applies_and_reports_the_allocator(tmp_path):
+    """``--in-process`` (as ``--amp`` and CUDA) measures in the tool's own process, which takes
+    ``--cpu-allocator`` and says so in the report."""
+    out = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/benchmark_backbones.py', '--in-process',
+         '--cases', 'qkv-1x1-512', 'acmix-layer-512', '--repeat', '1', '--cpu-allocator',
+         'system', '--out', str(tmp_path / 'bench')],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    md = (tmp_path / 'bench.md').read_text()
+    assert "CPU allocator: the C library's defaults (--cpu-allocator system)" in md
