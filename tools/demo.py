@@ -13,6 +13,10 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from acmix_mm.utils.cpu_allocator import (add_cpu_allocator_argument,  # noqa: E402
+                                           configure_cpu_allocator)
+
 JOBS = [  # name, config, data format, metrics to report
     ('detection', 'configs/demo/mask-rcnn_acmix-r26-slim_fpn_demo-shapes.py', 'coco',
      ('coco/bbox_mAP', 'coco/segm_mAP')),
@@ -75,19 +79,16 @@ def main(argv=None):
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
     parser.add_argument('--num-train', type=int, default=800,
                         help='training images to generate (the validation split has 40)')
-    parser.add_argument('--cpu-allocator', choices=['retain', 'system'], default='retain',
-                        help='as tools/train.py\'s (acmix_mm.utils.cpu_allocator)')
+    add_cpu_allocator_argument(parser)
     args = parser.parse_args(argv)
     if args.iters is not None and args.iters < 1:
         parser.error(f'--iters must be a positive integer, got {args.iters}')
     start = time.perf_counter()
     os.chdir(ROOT)
-    sys.path.insert(0, ROOT)
     import torch
 
     import acmix_mm  # noqa: F401
     from acmix_mm.datasets import generate
-    from acmix_mm.utils.cpu_allocator import configure_cpu_allocator
     print(configure_cpu_allocator(args.cpu_allocator, not torch.cuda.is_available()))
     paths = generate(args.data_root, num_train=args.num_train)
     print(f'demo data: {paths["coco"]} (COCO instances), {paths["ade"]} (ADE20K layout)')

@@ -7,7 +7,7 @@ from typing import Optional
 
 from mmengine.config import Config, DictAction
 
-from ..utils.cpu_allocator import CPU_ALLOCATORS
+from ..utils.cpu_allocator import add_cpu_allocator_argument
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -20,10 +20,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher for distributed runs')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    parser.add_argument('--cpu-allocator', choices=CPU_ALLOCATORS, default='retain',
-                        help='on the CPU: "retain" makes glibc keep freed memory for reuse '
-                        '(fewer page faults, faster; resident memory stays at its peak), '
-                        '"system" keeps its defaults')
+    add_cpu_allocator_argument(parser)
 
 
 def load_run_config(config: str, work_dir: Optional[str] = None, launcher: str = 'none',

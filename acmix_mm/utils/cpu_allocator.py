@@ -11,10 +11,13 @@ has the measurements).
 block, ``M_MMAP_MAX = 0``) and never give freed heap memory back (``M_TRIM_THRESHOLD = -1``), so
 that later tensors reuse pages that are already mapped (glibc still maps blocks of over 64 MB
 that threads other than the main one allocate; PyTorch's CPU work allocates in the calling
-thread). The process's resident memory then stays at its high-water mark. ``tools/train.py`` and ``tools/test.py`` do this on the CPU unless
-``--cpu-allocator system`` is given; like ``jemalloc`` or ``tcmalloc`` (which PyTorch's CPU tuning
-guide recommends through ``LD_PRELOAD``), it changes the whole process, baseline models alike.
+thread). The process's resident memory then stays at its high-water mark. ``tools/train.py``,
+``tools/test.py``, ``tools/demo.py`` and the benchmarks' timing runs do this on the CPU unless
+``--cpu-allocator system`` is given (:func:`add_cpu_allocator_argument`); like ``jemalloc`` or
+``tcmalloc`` (which PyTorch's CPU tuning guide recommends through ``LD_PRELOAD``), it changes the
+whole process, baseline models alike.
 """
+import argparse
 import ctypes
 import platform
 from typing import Optional
@@ -22,6 +25,16 @@ from typing import Optional
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 CPU_ALLOCATORS = ('retain', 'system')
+
+
+def add_cpu_allocator_argument(
+        parser: argparse.ArgumentParser,
+        help: str = 'on the CPU: "retain" makes glibc keep freed memory for reuse (fewer page '
+        'faults, faster; resident memory stays at its peak), "system" keeps its defaults'
+) -> None:
+    """``--cpu-allocator {retain,system}`` (default ``retain``), for
+    :func:`configure_cpu_allocator`."""
+    parser.add_argument('--cpu-allocator', choices=CPU_ALLOCATORS, default='retain', help=help)
 
 
 def _glibc() -> Optional[ctypes.CDLL]:

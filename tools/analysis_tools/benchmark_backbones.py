@@ -23,7 +23,7 @@ import time
 import traceback
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-from acmix_mm.utils.cpu_allocator import (CPU_ALLOCATORS,  # noqa: E402
+from acmix_mm.utils.cpu_allocator import (add_cpu_allocator_argument,  # noqa: E402
                                            configure_cpu_allocator)
 from acmix_mm.utils.benchmarking import (allocator_note, fastest_over_rounds,  # noqa: E402
                                          peak_rss_bytes, reset_peak_rss, run_worker,
@@ -417,10 +417,10 @@ def main(argv=None):
                         help='measure every case in this process, as --device cuda does (on the '
                         'CPU: to check that path; its peak memory over-counts)')
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
-    parser.add_argument('--cpu-allocator', choices=CPU_ALLOCATORS, default='retain',
-                        help='malloc of the timing workers, as tools/train.py\'s: "retain" '
-                        'keeps freed memory for reuse, "system" the defaults (memory workers '
-                        'always run the defaults, see acmix_mm.utils.benchmarking)')
+    add_cpu_allocator_argument(
+        parser, help='malloc of the timing runs, as tools/train.py\'s: "retain" keeps freed '
+        'memory for reuse, "system" the defaults (memory workers always run the defaults, see '
+        'acmix_mm.utils.benchmarking)')
     parser.add_argument('--repeat', type=int, default=5,
                         help='timed runs per case (the fastest is reported)')
     parser.add_argument('--rounds', type=int, default=2,

@@ -24,7 +24,7 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from acmix_mm.utils.cpu_allocator import (CPU_ALLOCATORS,  # noqa: E402
+from acmix_mm.utils.cpu_allocator import (add_cpu_allocator_argument,  # noqa: E402
                                            configure_cpu_allocator)
 from acmix_mm.utils.benchmarking import (allocator_note, fastest_over_rounds,  # noqa: E402
                                          peak_rss_bytes, reset_peak_rss, run_worker,
@@ -140,10 +140,10 @@ def main(argv=None):
     parser.add_argument('--repeat', type=int, default=2, help='timed iterations per process')
     parser.add_argument('--rounds', type=int, default=2, help='alternating passes over the cases')
     parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
-    parser.add_argument('--cpu-allocator', choices=CPU_ALLOCATORS, default='retain',
-                        help='malloc of the timing workers, as tools/train.py\'s: "retain" '
-                        'keeps freed memory for reuse, "system" the defaults (memory workers '
-                        'always run the defaults, see acmix_mm.utils.benchmarking)')
+    add_cpu_allocator_argument(
+        parser, help='malloc of the timing runs, as tools/train.py\'s: "retain" keeps freed '
+        'memory for reuse, "system" the defaults (memory workers always run the defaults, see '
+        'acmix_mm.utils.benchmarking)')
     parser.add_argument('--out', default='docs/benchmarks_mask_rcnn', help='path prefix')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
@@ -170,8 +170,8 @@ def main(argv=None):
         f'Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads per '
         f'case, CPU; torch {torch.__version__}; {allocator_note(args.cpu_allocator)}. One '
         f'Mask R-CNN training iteration (forward, losses, backward) on a batch of '
-        f'{args.batch} random {args.size[0]}x{args.size[1]} images with 3 boxes and masks each (`configs/mmdet/'
-        f'mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
+        f'{args.batch} random {args.size[0]}x{args.size[1]} images with 3 boxes and masks '
+        f'each (`configs/mmdet/mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
         f'`mask-rcnn_r50_fpn_1x_coco.py`); fastest of {args.repeat} iterations in each of '
         f'{args.rounds} alternating passes. Peak memory: growth of the peak resident memory '
         f'over one iteration, in a process that returns freed memory at once.', md,
