@@ -12,6 +12,7 @@ its three 1x1 projections (one convolution), batch 8, at 64 channels 56x56 and 5
 inference and training step, float32 and float16 autocast.
 
     python tools/analysis_tools/gpu_check_kernels.py --out OUT_DIR [--quick]
+    python tools/analysis_tools/gpu_check_kernels.py --warm {float32,float16,bfloat16}
 """
 import argparse
 import json
@@ -21,12 +22,19 @@ import sys
 import time
 import traceback
 
+DTYPES = ('float32', 'float16', 'bfloat16')
+TOLERANCES = dict(float32=1e-4, float16=2e-2, bfloat16=1e-1)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', default='work_dirs/gpu_check', help='output folder')
     parser.add_argument('--quick', action='store_true', help='fewer timing repeats')
+    parser.add_argument('--warm', choices=DTYPES,
+                        help='only compile: run the attention checks of this dtype (float32: '
+                        'and the layer checks) and write nothing (the suite runs one process per '
+                        'dtype in parallel, so that the measuring steps find the kernels compiled)')
     parser.add_argument('--dry-run', action='store_true',
                         help='on a machine without CUDA: say so and exit 0 (the suite\'s dry '
                         'run; the interpreter tests cover the kernels on the CPU)')
@@ -60,7 +68,7 @@ def paired_ms(case, baseline, iters: int, rounds: int):
     return best_case, best_base
 
 
-def check_attention(torch, report):
+def check_attention(torch, report, dtypes=DTYPES):
     from acmix_mm.layers.kernels import sliding_window_triton as tri
     from acmix_mm.layers.kernels.sliding_window_python import (
         sliding_window_attention_python, sliding_window_attention_python_backward)
@@ -76,7 +84,8 @@ def check_attention(torch, report):
         grad = torch.randn(ref.shape, device='cuda', generator=gen, dtype=torch.float64)
         ref_grads = sliding_window_attention_python_backward(
             grad, *(t.double() for t in (q, k, v, pe)), 0.6, kernel, stride, dilation)
-        for dtype, tol in ((torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 1e-1)):
+        for name in dtypes:
+            dtype, tol = getattr(torch, name), TOLERANCES[name]
             low = [t.to(dtype) for t in (q, k, v, pe)]
             out = tri.sliding_window_attention_triton_forward(*low, 0.6, kernel, stride, dilation)
             grads = tri.sliding_window_attention_triton_backward(grad.to(dtype), *low, 0.6, kernel,
@@ -277,7 +286,6 @@ def main(argv=None):
         sys.exit('gpu_check_kernels.py needs a CUDA device; none is visible to torch '
                  f'{torch.__version__}')
     import triton
-    os.makedirs(args.out, exist_ok=True)
     report = Report()
     env = dict(gpu=torch.cuda.get_device_name(), torch=torch.__version__,
                triton=triton.__version__, python=platform.python_version(),
@@ -285,6 +293,14 @@ def main(argv=None):
                tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
     print('[env]', env, flush=True)
     start = time.time()
+    if args.warm:
+        check_attention(torch, report, (args.warm,))
+        if args.warm == 'float32':
+            check_layer(torch, report)
+        print(f'[warm] {args.warm}: {len(report.checks)} checks, {time.time() - start:.0f} s',
+              flush=True)
+        return 0
+    os.makedirs(args.out, exist_ok=True)
     for step in (check_attention, check_layer, check_swin,
                  lambda t, r: time_attention(t, r, args.quick),
                  lambda t, r: time_layers(t, r, args.quick), profile_layer):

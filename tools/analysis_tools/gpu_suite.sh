@@ -21,8 +21,9 @@
 #   PYTHON            interpreter (default: .venv/bin/python if present, else python3)
 #   GPU_SUITE_LIMIT   the suite's deadline in seconds (default 450; 1800 for --dry-run, whose
 #                     step timeouts are 4 times longer)
-#   GPU_SUITE_STEPS   steps to run, space-separated, of: kernels layers backbones upernet
-#                     mask_rcnn (default: all; the report is always written)
+#   GPU_SUITE_STEPS   steps to run, space-separated, of: warm kernels layers backbones upernet
+#                     mask_rcnn (default: all; the report is always written; warm compiles the
+#                     Triton kernels of the other steps named, in parallel, before they measure)
 #   GPU_SUITE_WHEELS  the wheelhouse (default: .whl in the repository root)
 #   ACMIX_GPU_SITE    where the wheelhouse is installed (default /tmp/acmix_gpu_site)
 set -uo pipefail
@@ -50,7 +51,7 @@ export PYTHONUNBUFFERED=1
 START=$SECONDS
 LIMIT="${GPU_SUITE_LIMIT:-$([[ $DRY == 1 ]] && echo 1800 || echo 450)}"
 SCALE=$([[ $DRY == 1 ]] && echo 4 || echo 1)  # the CPU is slower: longer step timeouts
-STEPS=" ${GPU_SUITE_STEPS:-kernels layers backbones upernet mask_rcnn} "
+STEPS=" ${GPU_SUITE_STEPS:-warm kernels layers backbones upernet mask_rcnn} "
 if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"
 elif [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"
 else PY=python3; fi
@@ -152,6 +153,41 @@ else
   AMP_MODES=("" "--amp")
 fi
 
+# A fresh machine compiles every Triton kernel variant (kernel size, stride, head width, dtype)
+# on first use, several seconds each, one at a time in a process: the measuring steps found
+# their time taken by compilation. The warm step runs the steps' shapes once at batch 2 (and the
+# kernel checks one process per dtype), all in parallel, into Triton's on-disk cache.
+if wants warm; then
+  WARM="$WORK/warm"  # not $WORK itself, whose .json files the report reads as measurements
+  mkdir -p "$WARM"
+  : > "$WARM/jobs"
+  warm_job() {  # warm_job NAME COMMAND...: one line of the jobs file, its output in NAME.log
+    local name="$1"
+    shift
+    printf '%q ' "$@" >> "$WARM/jobs"
+    printf '> %q 2>&1 || { echo "warm job %s failed:"; tail -n 5 %q; exit 1; }\n' \
+      "$WARM/$name.log" "$name" "$WARM/$name.log" >> "$WARM/jobs"
+  }
+  if wants kernels; then
+    for dtype in float32 float16 bfloat16; do
+      warm_job "kernels_$dtype" "$PY" tools/analysis_tools/gpu_check_kernels.py --warm "$dtype" \
+        "${KERNEL_ARGS[@]}"
+    done
+  fi
+  for amp in "" "--amp"; do
+    tag=$([[ -n $amp ]] && echo amp || echo fp32)
+    wants layers && warm_job "layers_$tag" "$PY" "${BB[@]}" "${LAYERS[@]}" $amp --batch 2 \
+      --repeat 1 --out "$WARM/layers_$tag"
+  done
+  for amp in "${AMP_MODES[@]}"; do
+    tag=$([[ -n $amp ]] && echo amp || echo fp32)
+    wants backbones && warm_job "backbones_$tag" "$PY" "${BB[@]}" "${BACKBONES[@]}" $amp \
+      --batch 2 --repeat 1 --out "$WARM/backbones_$tag"
+    wants upernet && warm_job "upernet_$tag" "$PY" "${SEG[@]}" "${UPERNET[@]}" $amp --batch 2 \
+      --repeat 1 --warmup 0 --out "$WARM/upernet_$tag"
+  done
+  step warm 150 xargs -d '\n' -P 8 -I JOB bash -c JOB < "$WARM/jobs"
+fi
 if wants kernels; then
   if [[ -f tools/analysis_tools/gpu_check_kernels.py ]]; then
     step kernels 170 "$PY" tools/analysis_tools/gpu_check_kernels.py --out "$OUT" \
