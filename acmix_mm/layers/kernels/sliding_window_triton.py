@@ -16,6 +16,10 @@ key through it (and, at the borders, the queries that see it through the reflect
 ``attn = exp2(logit - lse)``. Maps smaller than the window's reach (several reflections) take the
 PyTorch backward.
 
+Float16 and bfloat16 heads of up to 32 channels take the halo kernels instead: a program loads
+the keys and values its tile's windows reach once and computes logits and ``probs @ v`` as matrix
+products over that halo (tensor cores); float32 and wider heads take the gather kernels above.
+
 :func:`attention_mix_forward` / :func:`attention_mix_backward` add the ACmix layer's epilogue:
 ``out = rate * attention + addend``, with ``grad_rate = sum(delta)``.
 """
@@ -487,13 +491,22 @@ _HALO_TILES = ((16, 4), (8, 8), (8, 4), (4, 4))
 # 256: logits of 64 queries x 256 halo positions stay in registers (512 spilled and took minutes
 # to compile on an H100 with Triton 3.6).
 _MAX_HALO = 256
-_HALO_STATE = {'failed': None}
+# 'float32': whether float32 takes the halo kernels. Off: their exact (IEEE) float32 products run
+# on the CUDA cores, and on an H100 the forward at (2, 4, 16, 200, 336), k 7, took 16.5 ms
+# against the gather kernel's 2.9 (the ACmix layer at 64 ch 56x56, batch 8: 4.0 against 1.3 ms
+# inference, 6.4 against 4.7 training; docs/gpu_suite_h100.md); float16 and bfloat16 run them on
+# the tensor cores (1.0 ms inference, 3.1 training). The interpreter tests switch it on to check
+# the halo kernels exactly.
+_HALO_STATE = {'failed': None, 'float32': False}
 
 
 def _halo_consts(run: _Launch, q: torch.Tensor) -> Optional[dict]:
-    """Constexprs of the halo kernels for this call, or None where they do not apply (more than
-    32 channels a head, or no tile whose halo fits), or failed to compile before."""
+    """Constexprs of the halo kernels for this call, or None where they do not apply (float32
+    unless switched on, more than 32 channels a head, or no tile whose halo fits), or failed to
+    compile before."""
     if _HALO_STATE['failed'] is not None or run.d > 32:
+        return None
+    if q.dtype == torch.float32 and not _HALO_STATE['float32']:
         return None
     kernel, stride = run.consts['KERNEL'], run.consts['STRIDE']
     pad = run.consts['DILATION'] * (kernel - 1) // 2

@@ -85,30 +85,49 @@ def _check_case(shape, kernel, stride, dilation, with_pe):
     _assert_grads(grads, ref_grads, 1e-4)
 
 
-def _check_gather_kernels():
-    """The gather kernels (heads of more than 32 channels, and the fallback where the halo
-    kernels do not compile) on cases the halo kernels would take."""
-    from acmix_mm.layers.kernels import sliding_window_triton as tri
-    tri._HALO_STATE['failed'] = 'forced by the test'
-    try:
-        for case in ('k3_two_tiles_tails_pe', 'k3_s2_dilation2_pe', 'k7_s2_pe'):
-            _check_case(*CASES[case])
-    finally:
-        tri._HALO_STATE['failed'] = None
-
-
-def _check_halo_kernels_used():
-    """Heads of up to 32 channels take the halo kernels (none fell back)."""
+def _halo_launches(check, float32_halo=None):
+    """The halo kernels that ``check()`` launched (float32 halo kernels switched on or off for
+    it; by default as the module has them)."""
     from acmix_mm.layers.kernels import sliding_window_triton as tri
     launched = []
-    original = tri._launch_halo
+    original, default = tri._launch_halo, tri._HALO_STATE['float32']
     tri._launch_halo = lambda kernel, *a: launched.append(kernel) or original(kernel, *a)
+    if float32_halo is not None:
+        tri._HALO_STATE['float32'] = float32_halo
     try:
-        _check_case(*CASES['k3_s3_pe'])
+        check()
     finally:
         tri._launch_halo = original
-    assert launched == [tri._fwd_halo_kernel, tri._bwd_halo_kernel], launched
+        tri._HALO_STATE['float32'] = default
     assert tri._HALO_STATE['failed'] is None, tri._HALO_STATE
+    return launched
+
+
+def _check_halo_kernels_float32():
+    """The halo kernels, exact in float32 when switched on (the cases run the gather kernels,
+    float32's default), on tiles with tails, strides 2 and 3, dilation and a 7-wide window."""
+    from acmix_mm.layers.kernels import sliding_window_triton as tri
+    for case in ('k3_two_tiles_tails_pe', 'k3_s2_dilation2_pe', 'k7_s2_pe', 'k3_s3_pe',
+                 'k3_dilation2_d5'):
+        launched = _halo_launches(lambda: _check_case(*CASES[case]), float32_halo=True)
+        assert launched == [tri._fwd_halo_kernel, tri._bwd_halo_kernel], (case, launched)
+
+
+def _check_kernel_choice():
+    """float32 takes the gather kernels, float16 the halo kernels (heads of up to 32 channels)."""
+    from acmix_mm.layers.kernels import sliding_window_triton as tri
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 4, 6, 7, generator=gen) for _ in range(3))
+    for dtype, want in ((torch.float32, []),
+                        (torch.float16, [tri._fwd_halo_kernel, tri._bwd_halo_kernel])):
+        low = [t.to(dtype) for t in (q, k, v)]
+
+        def run():
+            out = tri.sliding_window_attention_triton_forward(*low, None, 0.5, 3, 1, 1)
+            tri.sliding_window_attention_triton_backward(torch.ones_like(out), *low, None, 0.5,
+                                                         3, 1, 1)
+
+        assert _halo_launches(run) == want, (dtype, _halo_launches(run))
 
 
 def _check_mix_on_qkv_views():
@@ -254,8 +273,8 @@ def _run_all():
     os.environ['ACMIX_MM_KERNEL'] = 'triton'
     from acmix_mm.layers.kernels import sliding_window_triton as tri
     checks = {name: (lambda case=case: _check_case(*case)) for name, case in CASES.items()}
-    checks['gather_kernels'] = _check_gather_kernels
-    checks['halo_kernels_used'] = _check_halo_kernels_used
+    checks['halo_kernels_float32'] = _check_halo_kernels_float32
+    checks['kernel_choice'] = _check_kernel_choice
     checks['mix_on_qkv_views'] = _check_mix_on_qkv_views
     checks['strided_and_half'] = _check_strided_and_half
     checks['operator_routes_to_triton'] = _check_operator_routes_to_triton
@@ -280,8 +299,8 @@ LAYER_CASES = {
     'layer_s3_dilation2_kconv5': (3, 2, 5, False),
     'layer_kconv1': (1, 1, 1, True),
 }
-NAMES = [*CASES, 'gather_kernels', 'halo_kernels_used', 'mix_on_qkv_views', 'strided_and_half', 'operator_routes_to_triton',
-         *LAYER_CASES, 'layer_keeps_only_input', 'triton_available']
+NAMES = [*CASES, 'halo_kernels_float32', 'kernel_choice', 'mix_on_qkv_views', 'strided_and_half',
+         'operator_routes_to_triton', *LAYER_CASES, 'layer_keeps_only_input', 'triton_available']
 
 
 @pytest.fixture(scope='module')
