@@ -170,6 +170,54 @@ inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>
   }
 }
 
+// weighted_sums' chunk for floats whose window offsets j of window row i read one row at the
+// offsets row_start[i] + j (stride 1, no dilation): out[m][x] = sum over o = i * k + j of
+// weights_o[x0 + x] * row_m_i[x0 + x + j], the M rows of window row i loaded twice and shifted in
+// registers instead of loaded k times across cache lines. The same products summed in the same
+// order as chunk_dot_shared, so the same results. Stores `count` (<= kChunk) outputs.
+template <int64_t M, int... J>
+inline void chunk_weighted_shifted(float* const* out, int64_t count, int64_t kernel,
+                                   const float* weights, const int64_t* weight_offsets,
+                                   const float* const* rows, const int64_t* row_start,
+                                   int64_t x0, std::integer_sequence<int, J...>) {
+  static_assert(kChunk == 16, "one vector of 16 floats per chunk");
+  constexpr int64_t K = sizeof...(J);
+  __m512 acc[M];
+  for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < kernel; ++i) {
+    __m512i lo[M], hi[M];
+    for (int64_t m = 0; m < M; ++m) {
+      const float* r = rows[m] + row_start[i] + x0;
+      lo[m] = _mm512_castps_si512(_mm512_loadu_ps(r));
+      hi[m] = _mm512_castps_si512(_mm512_loadu_ps(r + kChunk));
+    }
+    const float* w = weights + x0;
+    const int64_t* wo = weight_offsets + i * K;
+    auto tap = [&](auto j) {
+      constexpr int shift = decltype(j)::value;
+      const __m512 wv = _mm512_loadu_ps(w + wo[shift]);
+      for (int64_t m = 0; m < M; ++m)
+        acc[m] = _mm512_fmadd_ps(
+            wv, _mm512_castsi512_ps(_mm512_alignr_epi32(hi[m], lo[m], shift)), acc[m]);
+    };
+    (tap(std::integral_constant<int, J>()), ...);
+  }
+  const __mmask16 keep = count >= kChunk ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+  for (int64_t m = 0; m < M; ++m) _mm512_mask_storeu_ps(out[m], keep, acc[m]);
+}
+
+// chunk_weighted_shifted for 1 <= outs <= kShared rows and window size K.
+template <int K>
+inline void chunk_weighted_shifted_n(int64_t outs, float* const* out, int64_t count,
+                                     const float* weights, const int64_t* weight_offsets,
+                                     const float* const* rows, const int64_t* row_start,
+                                     int64_t x0) {
+  with_count<kShared>(outs, [&](auto n) {
+    chunk_weighted_shifted<decltype(n)::value>(out, count, K, weights, weight_offsets, rows,
+                                               row_start, x0, std::make_integer_sequence<int, K>());
+  });
+}
+
 inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
                                 const Rows<float>& a, const Rows<float>& b, int64_t x0,
                                 float* peak) {
@@ -220,6 +268,7 @@ struct RowWork {
   // of window offset o = i * k + j of channel 0 (set by gather).
   std::vector<int64_t> query_offsets, weight_offsets, channel_offsets, window_offsets;
   std::vector<int64_t> scratch_a, scratch_b;  // window_transpose's tables
+  std::vector<int64_t> row_starts;  // weighted_sums_shifted's: window row i's offset j = 0
 
   explicit RowWork(const Geometry& geo)
       : g(geo), rows(geo.kernel), slot_of(geo.kernel), phase_offsets(geo.stride) {
@@ -256,6 +305,7 @@ struct RowWork {
     for (int64_t o = 0; o < g.k2(); ++o) weight_offsets.push_back(o * qlen);
     window_offsets.resize(g.k2());
     scratch_a.resize(g.kernel);
+    row_starts.resize(g.kernel);
     scratch_b.resize(g.kernel);
   }
 
@@ -435,6 +485,14 @@ struct RowWork {
   // buffer.
   template <typename ORow>
   void weighted_sums(const T* weights, const T* buffer, const ORow& out_rows) {
+#ifdef __AVX512F__
+    if constexpr (std::is_same_v<T, float>) {
+      if (g.stride == 1 && g.dilation == 1 && (g.kernel == 3 || g.kernel == 5 || g.kernel == 7)) {
+        weighted_sums_shifted(weights, buffer, out_rows);
+        return;
+      }
+    }
+#endif
     const T* a_base[1] = {weights + lead};
     for (int64_t c0 = 0; c0 < g.d; c0 += kShared) {
       const int64_t outs = std::min(kShared, g.d - c0);
@@ -449,6 +507,32 @@ struct RowWork {
       }
     }
   }
+
+#ifdef __AVX512F__
+  // weighted_sums through chunk_weighted_shifted (float, stride 1, no dilation, k = 3, 5 or 7).
+  template <typename ORow>
+  void weighted_sums_shifted(const float* weights, const float* buffer, const ORow& out_rows) {
+    for (int64_t i = 0; i < g.kernel; ++i) row_starts[i] = window_offsets[i * g.kernel];
+    for (int64_t c0 = 0; c0 < g.d; c0 += kShared) {
+      const int64_t outs = std::min(kShared, g.d - c0);
+      const float* rows[kShared];
+      for (int64_t m = 0; m < outs; ++m) rows[m] = buffer + channel_offsets[c0 + m];
+      for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
+        float* out[kShared];
+        for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(c0 + m) + x0;
+        const int64_t count = std::min(kChunk, g.Wo - x0);
+        const float* w = weights + lead;
+        const int64_t* wo = weight_offsets.data();
+        if (g.kernel == 7)
+          chunk_weighted_shifted_n<7>(outs, out, count, w, wo, rows, row_starts.data(), x0);
+        else if (g.kernel == 5)
+          chunk_weighted_shifted_n<5>(outs, out, count, w, wo, rows, row_starts.data(), x0);
+        else
+          chunk_weighted_shifted_n<3>(outs, out, count, w, wo, rows, row_starts.data(), x0);
+      }
+    }
+  }
+#endif
 
   // attn <- softmax over the window of the logits of the row's queries; with normalize false,
   // attn holds the exponentials and `total` their reciprocal sums (the caller scales its sums).
