@@ -218,6 +218,51 @@ inline void chunk_weighted_shifted_n(int64_t outs, float* const* out, int64_t co
   });
 }
 
+// window_transpose's chunk for floats at stride 1 without dilation: the gradient of window row
+// i's gathered columns m0 + x, out[m][x] = sum over j of w_(i,j)[m0 + x - j] * a_m[m0 + x - j],
+// the rows a_m (query-indexed, at least kChunk zeros before their start) loaded twice and shifted
+// in registers instead of loaded k times across cache lines. The same products summed in the same
+// order as chunk_dot_shared, so the same results. Stores `count` (<= kChunk) outputs.
+template <int64_t M, int... J>
+inline void chunk_transpose_shifted(float* const* out, int64_t count, const float* weights,
+                                    const int64_t* weight_offsets, const float* const* rows,
+                                    int64_t m0, std::integer_sequence<int, J...>) {
+  static_assert(kChunk == 16, "one vector of 16 floats per chunk");
+  __m512 acc[M];
+  __m512i lo[M], hi[M];
+  for (int64_t m = 0; m < M; ++m) {
+    acc[m] = _mm512_setzero_ps();
+    lo[m] = _mm512_castps_si512(_mm512_loadu_ps(rows[m] + m0 - kChunk));
+    hi[m] = _mm512_castps_si512(_mm512_loadu_ps(rows[m] + m0));
+  }
+  auto tap = [&](auto j) {
+    constexpr int back = decltype(j)::value;
+    const __m512 wv = _mm512_loadu_ps(weights + weight_offsets[back] + m0 - back);
+    for (int64_t m = 0; m < M; ++m) {
+      __m512 a;
+      if constexpr (back == 0)
+        a = _mm512_castsi512_ps(hi[m]);
+      else
+        a = _mm512_castsi512_ps(_mm512_alignr_epi32(hi[m], lo[m], kChunk - back));
+      acc[m] = _mm512_fmadd_ps(wv, a, acc[m]);
+    }
+  };
+  (tap(std::integral_constant<int, J>()), ...);
+  const __mmask16 keep = count >= kChunk ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+  for (int64_t m = 0; m < M; ++m) _mm512_mask_storeu_ps(out[m], keep, acc[m]);
+}
+
+// chunk_transpose_shifted for 1 <= outs <= kShared rows and window size K.
+template <int K>
+inline void chunk_transpose_shifted_n(int64_t outs, float* const* out, int64_t count,
+                                      const float* weights, const int64_t* weight_offsets,
+                                      const float* const* rows, int64_t m0) {
+  with_count<kShared>(outs, [&](auto n) {
+    chunk_transpose_shifted<decltype(n)::value>(out, count, weights, weight_offsets, rows, m0,
+                                                std::make_integer_sequence<int, K>());
+  });
+}
+
 inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
                                 const Rows<float>& a, const Rows<float>& b, int64_t x0,
                                 float* peak) {
@@ -595,6 +640,28 @@ void window_transpose(RowWork<T>& work, const T* weights, const ARows& a_rows, i
                       int64_t c0, int64_t outs, const Dst& dst) {
   const Geometry& g = work.g;
   const int64_t s = g.stride, len = (g.span + s - 1) / s, plen = round_up(len, kChunk);
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float>) {
+    if (s == 1 && g.dilation == 1 && (g.kernel == 3 || g.kernel == 5 || g.kernel == 7)) {
+      const float* b_base[kShared];
+      for (int64_t m = 0; m < outs; ++m) b_base[m] = a_rows(c0 + m);
+      const float* w = weights + work.lead;
+      const int64_t* wo = work.weight_offsets.data() + i * g.kernel;
+      for (int64_t m0 = 0; m0 < len; m0 += kChunk) {
+        float* o[kShared];
+        for (int64_t m = 0; m < outs; ++m) o[m] = dst(c0 + m) + m0;
+        const int64_t count = std::min(kChunk, len - m0);
+        if (g.kernel == 7)
+          chunk_transpose_shifted_n<7>(outs, o, count, w, wo, b_base, m0);
+        else if (g.kernel == 5)
+          chunk_transpose_shifted_n<5>(outs, o, count, w, wo, b_base, m0);
+        else
+          chunk_transpose_shifted_n<3>(outs, o, count, w, wo, b_base, m0);
+      }
+      return;
+    }
+  }
+#endif
   for (int64_t p = 0; p < s; ++p) {
     const std::vector<int64_t>& offsets = work.phase_offsets[p];
     const int64_t rows = static_cast<int64_t>(offsets.size());
