@@ -45,6 +45,12 @@ CASES = [
     (PY + ['tools/analysis_tools/model_table.py', '--no-such-option'], 'usage: model_table.py'),
     (PY + ['tools/analysis_tools/benchmark_backbones.py', '--cases', 'nope'], 'invalid choice'),
     (PY + ['tools/analysis_tools/benchmark_detector.py', '--batch', 'two'], 'invalid int value'),
+    (PY + ['tools/analysis_tools/profile_backbone.py'], 'usage: profile_backbone.py'),
+    (PY + ['tools/analysis_tools/profile_backbone.py', 'acmix-r50', '--steps', '0'],
+     '--steps must be at least 1, got 0'),
+    (PY + ['tools/analysis_tools/profile_backbone.py', 'resnet-50'], "invalid choice: 'resnet-50'"),
+    (PY + ['tools/analysis_tools/gpu_check_kernels.py', '--warm', 'float64'],
+     "argument --warm: invalid choice: 'float64'"),
 ]
 
 

@@ -23,8 +23,9 @@ def test_usage_is_printed_and_a_missing_out_dir_refused():
 
 
 def test_dry_run_measures_the_layers_and_writes_the_report(tmp_path):
-    # the plumbing, not the C++ kernel (whose first build alone can outlast a dry-run step)
-    out = run_suite(['--dry-run', str(tmp_path)], GPU_SUITE_STEPS='layers',
+    # the plumbing, not the C++ kernel (whose first build alone can outlast a dry-run step);
+    # the warm step runs the layers' shapes first, and its records stay out of the report
+    out = run_suite(['--dry-run', str(tmp_path)], GPU_SUITE_STEPS='warm layers',
                     ACMIX_MM_KERNEL='python')
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # the device returns at most 8 files: the suite writes 4 here (+ up to 3 of the kernel checks)
@@ -32,8 +33,8 @@ def test_dry_run_measures_the_layers_and_writes_the_report(tmp_path):
                                             'suite.log']
     results = json.load(open(tmp_path / 'results.json'))
     assert results['dry_run'] and results['environment']['torch'] == torch.__version__
-    assert [(s['step'], s['status']) for s in results['steps']] == [('layers_fp32', 'ok'),
-                                                                    ('layers_amp', 'ok')]
+    assert [(s['step'], s['status']) for s in results['steps']] == [
+        ('warm', 'ok'), ('layers_fp32', 'ok'), ('layers_amp', 'ok')]
     records = {(r['step'], r['name'], r['mode']): r for r in results['records']}
     assert set(records) == {(s, n, m) for s in ('layers_fp32', 'layers_amp')
                             for n in ('acmix-layer-512', 'qkv-1x1-512')
@@ -48,7 +49,8 @@ def test_dry_run_measures_the_layers_and_writes_the_report(tmp_path):
     md = (tmp_path / 'results.md').read_text()
     assert 'DRY RUN' in md and torch.__version__ in md and 'Triton' in md
     assert '| acmix-layer-512 | qkv-1x1-512 |' in md
-    assert 'START layers_fp32' in (tmp_path / 'suite.log').read_text()
+    log = (tmp_path / 'suite.log').read_text()
+    assert 'START layers_fp32' in log and 'END warm: ok' in log
 
 
 def test_steps_past_the_deadline_are_reported_and_fail_the_suite(tmp_path):
