@@ -170,6 +170,29 @@ inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>
   }
 }
 
+// Stores the first `count` (<= kChunk) lanes of each of the M accumulators at out[m].
+template <int64_t M>
+inline void store_chunks(float* const* out, int64_t count, const __m512 (&acc)[M]) {
+  const __mmask16 keep = count >= kChunk ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+  for (int64_t m = 0; m < M; ++m) _mm512_mask_storeu_ps(out[m], keep, acc[m]);
+}
+
+// The window sizes the shifted kernels are compiled for.
+inline bool shifted_window(int64_t kernel) { return kernel == 3 || kernel == 5 || kernel == 7; }
+
+// Calls f(std::integral_constant<int, K>(), std::integral_constant<int, M>()) for a window size
+// K of shifted_window and 1 <= outs = M <= kShared.
+template <typename F>
+inline void with_window_and_count(int64_t kernel, int64_t outs, F&& f) {
+  auto run = [&](auto k) { with_count<kShared>(outs, [&](auto m) { f(k, m); }); };
+  if (kernel == 7)
+    run(std::integral_constant<int, 7>());
+  else if (kernel == 5)
+    run(std::integral_constant<int, 5>());
+  else
+    run(std::integral_constant<int, 3>());
+}
+
 // weighted_sums' chunk for floats whose window offsets j of window row i read one row at the
 // offsets row_start[i] + j (stride 1, no dilation): out[m][x] = sum over o = i * k + j of
 // weights_o[x0 + x] * row_m_i[x0 + x + j], the M rows of window row i loaded twice and shifted in
@@ -202,20 +225,7 @@ inline void chunk_weighted_shifted(float* const* out, int64_t count, int64_t ker
     };
     (tap(std::integral_constant<int, J>()), ...);
   }
-  const __mmask16 keep = count >= kChunk ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
-  for (int64_t m = 0; m < M; ++m) _mm512_mask_storeu_ps(out[m], keep, acc[m]);
-}
-
-// chunk_weighted_shifted for 1 <= outs <= kShared rows and window size K.
-template <int K>
-inline void chunk_weighted_shifted_n(int64_t outs, float* const* out, int64_t count,
-                                     const float* weights, const int64_t* weight_offsets,
-                                     const float* const* rows, const int64_t* row_start,
-                                     int64_t x0) {
-  with_count<kShared>(outs, [&](auto n) {
-    chunk_weighted_shifted<decltype(n)::value>(out, count, K, weights, weight_offsets, rows,
-                                               row_start, x0, std::make_integer_sequence<int, K>());
-  });
+  store_chunks(out, count, acc);
 }
 
 // window_transpose's chunk for floats at stride 1 without dilation: the gradient of window row
@@ -248,19 +258,7 @@ inline void chunk_transpose_shifted(float* const* out, int64_t count, const floa
     }
   };
   (tap(std::integral_constant<int, J>()), ...);
-  const __mmask16 keep = count >= kChunk ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
-  for (int64_t m = 0; m < M; ++m) _mm512_mask_storeu_ps(out[m], keep, acc[m]);
-}
-
-// chunk_transpose_shifted for 1 <= outs <= kShared rows and window size K.
-template <int K>
-inline void chunk_transpose_shifted_n(int64_t outs, float* const* out, int64_t count,
-                                      const float* weights, const int64_t* weight_offsets,
-                                      const float* const* rows, int64_t m0) {
-  with_count<kShared>(outs, [&](auto n) {
-    chunk_transpose_shifted<decltype(n)::value>(out, count, weights, weight_offsets, rows, m0,
-                                                std::make_integer_sequence<int, K>());
-  });
+  store_chunks(out, count, acc);
 }
 
 inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
@@ -313,7 +311,7 @@ struct RowWork {
   // of window offset o = i * k + j of channel 0 (set by gather).
   std::vector<int64_t> query_offsets, weight_offsets, channel_offsets, window_offsets;
   std::vector<int64_t> scratch_a, scratch_b;  // window_transpose's tables
-  std::vector<int64_t> row_starts;  // weighted_sums_shifted's: window row i's offset j = 0
+  std::vector<int64_t> row_starts;  // weighted_sums' (shifted): window row i's offset j = 0
 
   explicit RowWork(const Geometry& geo)
       : g(geo), rows(geo.kernel), slot_of(geo.kernel), phase_offsets(geo.stride) {
@@ -528,14 +526,16 @@ struct RowWork {
   // out_rows(c)[x] = sum_o weights_o[x] * window_c(o)[x] over the window offsets o = i * k + j,
   // for every channel c; `weights` is a query-indexed buffer, the windows of the key or value
   // buffer.
+  // With AVX-512, floats at stride 1 without dilation and k = 3, 5 or 7 take
+  // chunk_weighted_shifted.
   template <typename ORow>
   void weighted_sums(const T* weights, const T* buffer, const ORow& out_rows) {
+    [[maybe_unused]] bool shifted = false;
 #ifdef __AVX512F__
     if constexpr (std::is_same_v<T, float>) {
-      if (g.stride == 1 && g.dilation == 1 && (g.kernel == 3 || g.kernel == 5 || g.kernel == 7)) {
-        weighted_sums_shifted(weights, buffer, out_rows);
-        return;
-      }
+      shifted = g.stride == 1 && g.dilation == 1 && shifted_window(g.kernel);
+      for (int64_t i = 0; shifted && i < g.kernel; ++i)
+        row_starts[i] = window_offsets[i * g.kernel];
     }
 #endif
     const T* a_base[1] = {weights + lead};
@@ -546,38 +546,24 @@ struct RowWork {
       for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
         T* out[kShared];
         for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(c0 + m) + x0;
-        chunk_dot_shared_n<T>(outs, out, std::min(kChunk, g.Wo - x0), g.k2(),
-                              {a_base, weight_offsets.data()}, {b_base, window_offsets.data()},
-                              x0);
-      }
-    }
-  }
-
-#ifdef __AVX512F__
-  // weighted_sums through chunk_weighted_shifted (float, stride 1, no dilation, k = 3, 5 or 7).
-  template <typename ORow>
-  void weighted_sums_shifted(const float* weights, const float* buffer, const ORow& out_rows) {
-    for (int64_t i = 0; i < g.kernel; ++i) row_starts[i] = window_offsets[i * g.kernel];
-    for (int64_t c0 = 0; c0 < g.d; c0 += kShared) {
-      const int64_t outs = std::min(kShared, g.d - c0);
-      const float* rows[kShared];
-      for (int64_t m = 0; m < outs; ++m) rows[m] = buffer + channel_offsets[c0 + m];
-      for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
-        float* out[kShared];
-        for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(c0 + m) + x0;
         const int64_t count = std::min(kChunk, g.Wo - x0);
-        const float* w = weights + lead;
-        const int64_t* wo = weight_offsets.data();
-        if (g.kernel == 7)
-          chunk_weighted_shifted_n<7>(outs, out, count, w, wo, rows, row_starts.data(), x0);
-        else if (g.kernel == 5)
-          chunk_weighted_shifted_n<5>(outs, out, count, w, wo, rows, row_starts.data(), x0);
-        else
-          chunk_weighted_shifted_n<3>(outs, out, count, w, wo, rows, row_starts.data(), x0);
+#ifdef __AVX512F__
+        if constexpr (std::is_same_v<T, float>) {
+          if (shifted) {
+            with_window_and_count(g.kernel, outs, [&](auto k, auto m) {
+              chunk_weighted_shifted<decltype(m)::value>(
+                  out, count, g.kernel, a_base[0], weight_offsets.data(), b_base,
+                  row_starts.data(), x0, std::make_integer_sequence<int, decltype(k)::value>());
+            });
+            continue;
+          }
+        }
+#endif
+        chunk_dot_shared_n<T>(outs, out, count, g.k2(), {a_base, weight_offsets.data()},
+                              {b_base, window_offsets.data()}, x0);
       }
     }
   }
-#endif
 
   // attn <- softmax over the window of the logits of the row's queries; with normalize false,
   // attn holds the exponentials and `total` their reciprocal sums (the caller scales its sums).
@@ -642,7 +628,7 @@ void window_transpose(RowWork<T>& work, const T* weights, const ARows& a_rows, i
   const int64_t s = g.stride, len = (g.span + s - 1) / s, plen = round_up(len, kChunk);
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float>) {
-    if (s == 1 && g.dilation == 1 && (g.kernel == 3 || g.kernel == 5 || g.kernel == 7)) {
+    if (s == 1 && g.dilation == 1 && shifted_window(g.kernel)) {
       const float* b_base[kShared];
       for (int64_t m = 0; m < outs; ++m) b_base[m] = a_rows(c0 + m);
       const float* w = weights + work.lead;
@@ -651,12 +637,10 @@ void window_transpose(RowWork<T>& work, const T* weights, const ARows& a_rows, i
         float* o[kShared];
         for (int64_t m = 0; m < outs; ++m) o[m] = dst(c0 + m) + m0;
         const int64_t count = std::min(kChunk, len - m0);
-        if (g.kernel == 7)
-          chunk_transpose_shifted_n<7>(outs, o, count, w, wo, b_base, m0);
-        else if (g.kernel == 5)
-          chunk_transpose_shifted_n<5>(outs, o, count, w, wo, b_base, m0);
-        else
-          chunk_transpose_shifted_n<3>(outs, o, count, w, wo, b_base, m0);
+        with_window_and_count(g.kernel, outs, [&](auto k, auto m) {
+          chunk_transpose_shifted<decltype(m)::value>(
+              o, count, w, wo, b_base, m0, std::make_integer_sequence<int, decltype(k)::value>());
+        });
       }
       return;
     }
