@@ -7,7 +7,8 @@ Swin window attention's fused path (``scaled_dot_product_attention`` + the folde
 
 Times (CUDA events, medians, each case alternating with its baseline in this process):
 the attention at ``(2, 4, 16, 200, 336)``, kernel 7 (forward; forward + backward) against the time
-to read q, k, v and write the output at the copy bandwidth measured here; one ACmix layer against
+to read q, k, v and write the output at the copy bandwidth measured here (float32, the gather
+kernels; float16 on the halo and on the gather kernels, in a note); one ACmix layer against
 its three 1x1 projections (one convolution), batch 8, at 64 channels 56x56 and 512 channels 7x7,
 inference and training step, float32 and float16 autocast.
 
@@ -34,7 +35,8 @@ def parse_args(argv=None):
     parser.add_argument('--warm', choices=DTYPES,
                         help='only compile: run the attention checks of this dtype (float32: '
                         'and the layer checks) and write nothing (the suite runs one process per '
-                        'dtype in parallel, so that the measuring steps find the kernels compiled)')
+                        'dtype in parallel, so that the measuring steps find the kernels compiled; '
+                        'exits 1 if a check fails)')
     parser.add_argument('--dry-run', action='store_true',
                         help='on a machine without CUDA: say so and exit 0 (the suite\'s dry '
                         'run; the interpreter tests cover the kernels on the CPU)')
@@ -179,16 +181,26 @@ def time_attention(torch, report, quick):
         grad, q, k, v, pe, 0.25, 7, 1, 1))
     copy = lambda: dst.copy_(src)  # noqa: E731  (moves q, k, v in and the output out)
     iters = 5 if quick else 20
-    t_fwd, t_copy = paired_ms(fwd, copy, iters, 3)
+    t_fwd, t_copy = paired_ms(fwd, copy, iters, 3)  # float32: the gather kernels
     t_both, _ = paired_ms(bwd, copy, iters, 3)
+    # float16: the halo kernels, then the gather kernels (wider heads, the fallback)
+    half = [t.half() for t in (q, k, v, pe, grad)]
+    fwd16 = lambda: tri.sliding_window_attention_triton_forward(*half[:4], 0.25, 7, 1, 1)  # noqa
+    bwd16 = lambda: (fwd16(), tri.sliding_window_attention_triton_backward(  # noqa
+        half[4], *half[:4], 0.25, 7, 1, 1))
+    t_halo, _ = paired_ms(fwd16, copy, iters, 2)
+    t_halo_both, _ = paired_ms(bwd16, copy, iters, 2)
+    failed = tri._HALO_STATE['failed']
     tri._HALO_STATE['failed'] = 'timing the gather kernels'
     try:
-        t_gather, _ = paired_ms(fwd, copy, iters, 2)
-        t_gather_both, _ = paired_ms(bwd, copy, iters, 2)
+        t_gather, _ = paired_ms(fwd16, copy, iters, 2)
+        t_gather_both, _ = paired_ms(bwd16, copy, iters, 2)
     finally:
-        tri._HALO_STATE['failed'] = None
-    report.note(f'gather kernels (heads > 32 channels, fallback) at the same shape: forward '
-                f'{t_gather:.3f} ms, forward+backward {t_gather_both:.3f} ms')
+        tri._HALO_STATE['failed'] = failed
+    halo = 'halo kernels' + (' (failed to compile: gather kernels)' if failed else '')
+    report.note(f'float16 at the same shape: {halo} forward {t_halo:.3f} ms, forward+backward '
+                f'{t_halo_both:.3f} ms; gather kernels '
+                f'forward {t_gather:.3f} ms, forward+backward {t_gather_both:.3f} ms')
     moved = 2 * src.numel() * 4
     report.time(dict(name='sliding-window attention (2,4,16,200,336) k7 float32', mode='forward',
                      seconds=t_fwd / 1e3, baseline_seconds=t_copy / 1e3,
@@ -297,9 +309,10 @@ def main(argv=None):
         check_attention(torch, report, (args.warm,))
         if args.warm == 'float32':
             check_layer(torch, report)
-        print(f'[warm] {args.warm}: {len(report.checks)} checks, {time.time() - start:.0f} s',
-              flush=True)
-        return 0
+        failed = [c['name'] for c in report.checks if not c['ok']]
+        print(f'[warm] {args.warm}: {len(report.checks)} checks ({len(failed)} failed), '
+              f'{time.time() - start:.0f} s', flush=True)
+        return 1 if failed else 0
     os.makedirs(args.out, exist_ok=True)
     for step in (check_attention, check_layer, check_swin,
                  lambda t, r: time_attention(t, r, args.quick),

@@ -35,7 +35,8 @@ def parse_args(argv=None, cases=()):
     parser.add_argument('--amp', action='store_true',
                         help='float16 autocast (bfloat16 on the CPU)')
     parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--size', type=int, default=224, help='input size (backbone cases)')
+    parser.add_argument('--size', type=int, default=224,
+                        help='input size of the backbone cases (layer cases keep their own)')
     parser.add_argument('--steps', type=int, default=3, help='profiled steps')
     parser.add_argument('--top', type=int, default=25, help='rows of the table')
     parser.add_argument('--out', help='also write the table to this file')
@@ -53,8 +54,8 @@ def main(argv=None):
     from torch.profiler import ProfilerActivity, profile
     if args.device == 'cuda' and not torch.cuda.is_available():
         sys.exit(f'--device cuda: no CUDA device is visible to torch {torch.__version__}')
-    _, step = bench.prepare_in_process(args.case, args.mode, args.size, args.device, args.batch,
-                                       args.amp)
+    case, step = bench.prepare_in_process(args.case, args.mode, args.size, args.device,
+                                          args.batch, args.amp)
     sync = torch.cuda.synchronize if args.device == 'cuda' else (lambda: None)
     for _ in range(2):
         step()
@@ -67,7 +68,8 @@ def main(argv=None):
         sync()
     key = 'self_cuda_time_total' if args.device == 'cuda' else 'self_cpu_time_total'
     title = (f'{args.case} {args.mode}, {args.device}{" amp" if args.amp else ""}, batch '
-             f'{args.batch} of {args.size}x{args.size}, {args.steps} steps, sorted by {key}')
+             f'{args.batch} of {case["size"]}x{case["size"]}, {args.steps} steps, sorted by '
+             f'{key}')
     text = title + '\n' + prof.key_averages().table(sort_by=key, row_limit=args.top,
                                                     max_name_column_width=70)
     print(text, flush=True)

@@ -185,6 +185,7 @@ inline bool shifted_window(int64_t kernel) { return kernel == 3 || kernel == 5 |
 template <typename F>
 inline void with_window_and_count(int64_t kernel, int64_t outs, F&& f) {
   auto run = [&](auto k) { with_count<kShared>(outs, [&](auto m) { f(k, m); }); };
+  TORCH_CHECK(shifted_window(kernel), "acmix_mm: no shifted kernel for window size ", kernel);
   if (kernel == 7)
     run(std::integral_constant<int, 7>());
   else if (kernel == 5)
@@ -199,7 +200,7 @@ inline void with_window_and_count(int64_t kernel, int64_t outs, F&& f) {
 // registers instead of loaded k times across cache lines. The same products summed in the same
 // order as chunk_dot_shared, so the same results. Stores `count` (<= kChunk) outputs.
 template <int64_t M, int... J>
-inline void chunk_weighted_shifted(float* const* out, int64_t count, int64_t kernel,
+inline void chunk_weighted_shifted(float* const* out, int64_t count,
                                    const float* weights, const int64_t* weight_offsets,
                                    const float* const* rows, const int64_t* row_start,
                                    int64_t x0, std::integer_sequence<int, J...>) {
@@ -207,7 +208,7 @@ inline void chunk_weighted_shifted(float* const* out, int64_t count, int64_t ker
   constexpr int64_t K = sizeof...(J);
   __m512 acc[M];
   for (int64_t m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < kernel; ++i) {
+  for (int64_t i = 0; i < K; ++i) {
     __m512i lo[M], hi[M];
     for (int64_t m = 0; m < M; ++m) {
       const float* r = rows[m] + row_start[i] + x0;
@@ -552,7 +553,7 @@ struct RowWork {
           if (shifted) {
             with_window_and_count(g.kernel, outs, [&](auto k, auto m) {
               chunk_weighted_shifted<decltype(m)::value>(
-                  out, count, g.kernel, a_base[0], weight_offsets.data(), b_base,
+                  out, count, a_base[0], weight_offsets.data(), b_base,
                   row_starts.data(), x0, std::make_integer_sequence<int, decltype(k)::value>());
             });
             continue;

@@ -21,8 +21,8 @@ CASES = [
     ((1, 1, 2, 6, 40), 3, 3, 2, True),  # stride 3, dilation 2, rows over one register block
     ((1, 2, 4, 9, 12), 5, 2, 1, False),  # strided rows without pe
     ((1, 1, 3, 7, 17), 3, 4, 1, False),  # stride 4: phases longer than the kernel reaches
-    # stride 1 without dilation (AVX-512: the shifted weighted sums): a block of 8 channels and
-    # one of 3, row tails of 3 and of 1
+    # stride 1 without dilation (with AVX-512, float32 takes the shifted chunks): a block of 8
+    # channels and one of 3, row tails of 3 and of 1
     ((1, 1, 11, 6, 19), 5, 1, 1, True),
     ((1, 1, 16, 8, 33), 3, 1, 1, False),
 ]
@@ -67,7 +67,10 @@ def test_large_logits_stay_finite_float32(shape, kernel, stride, dilation, with_
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize('shape,kernel,stride,dilation,with_pe', CASES[:4] + CASES[-4:])
+# the first four and the strided ones with dilation or several phases (float64 takes the generic
+# paths: the AVX-512 shifted chunks are float only)
+@pytest.mark.parametrize('shape,kernel,stride,dilation,with_pe',
+                         [CASES[i] for i in (0, 1, 2, 3, 8, 9, 10, 11)])
 def test_cpu_kernel_gradcheck_float64(shape, kernel, stride, dilation, with_pe):
     q, k, v, pe = _inputs(shape, with_pe, torch.float64)
     leaves = (q, k, v) + ((pe, ) if with_pe else ())

@@ -90,16 +90,17 @@ def _halo_launches(check, float32_halo=None):
     it; by default as the module has them)."""
     from acmix_mm.layers.kernels import sliding_window_triton as tri
     launched = []
-    original, default = tri._launch_halo, tri._HALO_STATE['float32']
+    original, state = tri._launch_halo, dict(tri._HALO_STATE)
     tri._launch_halo = lambda kernel, *a: launched.append(kernel) or original(kernel, *a)
     if float32_halo is not None:
         tri._HALO_STATE['float32'] = float32_halo
     try:
         check()
+        failed = tri._HALO_STATE['failed']
     finally:
         tri._launch_halo = original
-        tri._HALO_STATE['float32'] = default
-    assert tri._HALO_STATE['failed'] is None, tri._HALO_STATE
+        tri._HALO_STATE.update(state)  # a failed compile must not switch later checks' kernels
+    assert failed is None, failed
     return launched
 
 

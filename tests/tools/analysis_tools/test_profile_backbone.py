@@ -7,7 +7,8 @@ def test_profile_lists_the_layers_functions_and_writes_the_table(tmp_path, capsy
     assert tool.main(['acmix-layer-64', '--device', 'cpu', '--batch', '1', '--steps', '2',
                       '--top', '40', '--out', str(out)]) == 0
     text = out.read_text()
-    assert text.startswith('acmix-layer-64 train, cpu, batch 1 of 224x224, 2 steps, sorted by '
+    # a layer case runs at its ResNet-50 stage's size
+    assert text.startswith('acmix-layer-64 train, cpu, batch 1 of 56x56, 2 steps, sorted by '
                            'self_cpu_time_total')
     # the profiled steps ran the training step: the layer's forward and backward Functions
     assert '_RecomputedACmix ' in text and '_RecomputedACmixBackward' in text
