@@ -195,14 +195,14 @@ inline void with_window_and_count(int64_t kernel, int64_t outs, F&& f) {
 }
 
 // weighted_sums' chunk for floats whose window offsets j of window row i read one row at the
-// offsets row_start[i] + j (stride 1, no dilation): out[m][x] = sum over o = i * k + j of
+// offsets window_offsets[i * k] + j (stride 1, no dilation): out[m][x] = sum over o = i * k + j of
 // weights_o[x0 + x] * row_m_i[x0 + x + j], the M rows of window row i loaded twice and shifted in
 // registers instead of loaded k times across cache lines. The same products summed in the same
 // order as chunk_dot_shared, so the same results. Stores `count` (<= kChunk) outputs.
 template <int64_t M, int... J>
 inline void chunk_weighted_shifted(float* const* out, int64_t count,
                                    const float* weights, const int64_t* weight_offsets,
-                                   const float* const* rows, const int64_t* row_start,
+                                   const float* const* rows, const int64_t* window_offsets,
                                    int64_t x0, std::integer_sequence<int, J...>) {
   static_assert(kChunk == 16, "one vector of 16 floats per chunk");
   constexpr int64_t K = sizeof...(J);
@@ -211,7 +211,7 @@ inline void chunk_weighted_shifted(float* const* out, int64_t count,
   for (int64_t i = 0; i < K; ++i) {
     __m512i lo[M], hi[M];
     for (int64_t m = 0; m < M; ++m) {
-      const float* r = rows[m] + row_start[i] + x0;
+      const float* r = rows[m] + window_offsets[i * K] + x0;
       lo[m] = _mm512_castps_si512(_mm512_loadu_ps(r));
       hi[m] = _mm512_castps_si512(_mm512_loadu_ps(r + kChunk));
     }
@@ -312,7 +312,6 @@ struct RowWork {
   // of window offset o = i * k + j of channel 0 (set by gather).
   std::vector<int64_t> query_offsets, weight_offsets, channel_offsets, window_offsets;
   std::vector<int64_t> scratch_a, scratch_b;  // window_transpose's tables
-  std::vector<int64_t> row_starts;  // weighted_sums' (shifted): window row i's offset j = 0
 
   explicit RowWork(const Geometry& geo)
       : g(geo), rows(geo.kernel), slot_of(geo.kernel), phase_offsets(geo.stride) {
@@ -349,7 +348,6 @@ struct RowWork {
     for (int64_t o = 0; o < g.k2(); ++o) weight_offsets.push_back(o * qlen);
     window_offsets.resize(g.k2());
     scratch_a.resize(g.kernel);
-    row_starts.resize(g.kernel);
     scratch_b.resize(g.kernel);
   }
 
@@ -535,8 +533,6 @@ struct RowWork {
 #ifdef __AVX512F__
     if constexpr (std::is_same_v<T, float>) {
       shifted = g.stride == 1 && g.dilation == 1 && shifted_window(g.kernel);
-      for (int64_t i = 0; shifted && i < g.kernel; ++i)
-        row_starts[i] = window_offsets[i * g.kernel];
     }
 #endif
     const T* a_base[1] = {weights + lead};
@@ -553,8 +549,8 @@ struct RowWork {
           if (shifted) {
             with_window_and_count(g.kernel, outs, [&](auto k, auto m) {
               chunk_weighted_shifted<decltype(m)::value>(
-                  out, count, a_base[0], weight_offsets.data(), b_base,
-                  row_starts.data(), x0, std::make_integer_sequence<int, decltype(k)::value>());
+                  out, count, a_base[0], weight_offsets.data(), b_base, window_offsets.data(),
+                  x0, std::make_integer_sequence<int, decltype(k)::value>());
             });
             continue;
           }
