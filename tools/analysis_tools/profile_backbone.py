@@ -10,26 +10,19 @@ autocast with ``--amp``, the loss scaled as a float16 GradScaler scales it), run
 device's self time (CUDA) or the CPU's, printed and written to ``--out``.
 """
 import argparse
-import importlib.util
 import os
 import os.path as osp
 import sys
 
-HERE = osp.dirname(osp.abspath(__file__))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import benchmark_backbones as bench  # noqa: E402
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location('benchmark_backbones',
-                                                  osp.join(HERE, 'benchmark_backbones.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def parse_args(argv=None, cases=()):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('case', choices=sorted(cases), help='a case of benchmark_backbones.py')
+    parser.add_argument('case', choices=sorted(bench.CASES),
+                        help='a case of benchmark_backbones.py')
     parser.add_argument('--mode', choices=('infer', 'train'), default='train')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cuda')
     parser.add_argument('--amp', action='store_true',
@@ -48,8 +41,7 @@ def parse_args(argv=None, cases=()):
 
 
 def main(argv=None):
-    bench = load_benchmark()
-    args = parse_args(argv, bench.CASES)
+    args = parse_args(argv)
     import torch
     from torch.profiler import ProfilerActivity, profile
     if args.device == 'cuda' and not torch.cuda.is_available():

@@ -199,7 +199,6 @@ def test_frozen_stages_are_frozen():
     assert model.stages[1].blocks[0].attn.w_msa.fc.weight.requires_grad
 
 
-
 def test_qkv_with_hooks_or_another_type_is_called_as_a_module():
     """The timed product reads ``qkv``'s weight directly; a hooked (pruning, a user's hook) or
     replaced ``qkv`` is called as a module instead, so that it takes effect."""
