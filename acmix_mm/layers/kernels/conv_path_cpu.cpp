@@ -99,25 +99,34 @@ void mix_block(const T* src, int64_t sx, int64_t st, const T* fc_w, const T* fc_
       *reinterpret_cast<V*>(dst + xb * col + (j0 + jj) * lanes) = acc[xb][jj];
 }
 
-// All K2 outputs j of one channel at `lanes` neighbouring positions of planar maps (stride 1
-// along x), vectorised over the positions; dst[x * col + j * lanes] for position x.
+// Outputs j0 .. j0 + JB - 1 of one channel at `lanes` neighbouring positions of planar maps
+// (stride 1 along x), vectorised over the positions; dst[x * col + j * lanes] for position x.
+// JB independent sums in registers hide the latency of each one's chain of products.
+template <typename T, int JB>
+void mix_positions_block(const T* src, int64_t st, const T* fc_w, const T* fc_b, int64_t n_t,
+                         int64_t j0, T* dst, int64_t col, int64_t lanes) {
+  using V = typename WideOf<T>::type;
+  V acc[JB];
+  for (int jj = 0; jj < JB; ++jj) acc[jj] = V{} + (fc_b ? fc_b[j0 + jj] : T(0));
+  for (int64_t t = 0; t < n_t; ++t) {
+    V v = *reinterpret_cast<const V*>(src + t * st);
+    in_register(v);
+    for (int jj = 0; jj < JB; ++jj) acc[jj] += fc_w[(j0 + jj) * n_t + t] * v;
+  }
+  for (int jj = 0; jj < JB; ++jj)
+    for (int64_t l = 0; l < lanes; ++l) dst[l * col + (j0 + jj) * lanes] = acc[jj][l];
+}
+
+// All K2 outputs j of one channel at `lanes` neighbouring positions (see mix_positions_block), in
+// blocks of up to 9 (a 3x3 kernel's taps at once).
 template <typename T>
 void mix_positions(const T* src, int64_t st, const T* fc_w, const T* fc_b, int64_t n_t,
                    int64_t k2, T* dst, int64_t col, int64_t lanes) {
-  using V = typename WideOf<T>::type;
-  constexpr int kJB = 3;
-  for (int64_t j0 = 0; j0 < k2; j0 += kJB) {
-    const int jb = static_cast<int>(std::min<int64_t>(kJB, k2 - j0));
-    V acc[kJB];
-    for (int jj = 0; jj < kJB; ++jj) acc[jj] = V{} + (fc_b && jj < jb ? fc_b[j0 + jj] : T(0));
-    for (int64_t t = 0; t < n_t; ++t) {
-      V v = *reinterpret_cast<const V*>(src + t * st);
-      in_register(v);
-      for (int jj = 0; jj < jb; ++jj) acc[jj] += fc_w[(j0 + jj) * n_t + t] * v;
-    }
-    for (int jj = 0; jj < jb; ++jj)
-      for (int64_t l = 0; l < lanes; ++l) dst[l * col + (j0 + jj) * lanes] = acc[jj][l];
-  }
+  constexpr int kJB = 9;
+  for (int64_t j0 = 0; j0 < k2; j0 += kJB)
+    with_count<kJB>(k2 - j0, [&](auto JB) {
+      mix_positions_block<T, JB()>(src, st, fc_w, fc_b, n_t, j0, dst, col, lanes);
+    });
 }
 
 // One mixed row, laid out row[((chunk * (W + 2 pad) + x + pad) * K2 + j) * lanes + lane];
@@ -125,7 +134,8 @@ void mix_positions(const T* src, int64_t st, const T* fc_w, const T* fc_b, int64
 template <typename T>
 void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g,
              int64_t b, int64_t y, T* row) {
-  constexpr int kXB = 3, kJB = 3, kWideJB = 9;
+  // 27 sums fill 27 of AVX-512's 32 vector registers; AVX2 has 16
+  constexpr int kXB = 3, kJB = 3, kWideJB = ACMIX_WIDE_BYTES == 64 ? 9 : 3;
   const int64_t L = g.lanes, col = g.K2 * L;
   const int64_t full = qkv.sc == 1 ? g.D / L : 0;  // chunks done with vectors
   for (int64_t ch = 0; ch < full; ++ch)
