@@ -85,8 +85,9 @@ Slice<T> slice(const at::Tensor& t, int64_t b, int64_t n) {
 }
 
 
-// Sums sharing one operand in chunk_dot_shared: their accumulators (kShared * kChunk lanes) must
-// stay in registers, 8 of the 32 vectors of AVX-512 and 8 of the 16 of AVX2.
+// Sums sharing one operand in chunk_dot_shared: their float accumulators (kShared * kChunk lanes)
+// must stay in registers, 8 of the 32 vectors of AVX-512 and 8 of the 16 of AVX2 (float64, which
+// only the tests run, takes twice as many).
 constexpr int64_t kShared = ACMIX_WIDE_BYTES == 64 ? 8 : 4;
 
 // Rows of one operand of chunk_dot_shared: row r of sum m starts at base[m] + offset[r].
