@@ -76,45 +76,53 @@ inline void in_register(V& v) {
 #endif
 }
 
-// Outputs j0 .. j0 + JB - 1 at XB neighbouring positions, one chunk of channels: independent
-// sums in registers; each input load serves JB products and each weight broadcast XB.
+// acc[xb][jj] = fc_b[j0 + jj] + sum_t fc_w[(j0 + jj) * n_t + t] * src[xb * sx + t * st], each
+// a vector over neighbouring lanes: XB x JB independent sums in registers, each input load serving
+// JB products and each weight broadcast XB. The operand that several products share is pinned in
+// a register: the weight where XB > 1, else the input. (V is named, not deduced: a deduced
+// vector type loses its 4-byte alignment, and the loads would then fault on unaligned rows.)
 template <typename T, int XB, int JB>
-void mix_block(const T* src, int64_t sx, int64_t st, const T* fc_w, const T* fc_b, int64_t n_t,
-               int64_t j0, T* dst, int64_t col, int64_t lanes) {
+inline void mix_sums(typename WideOf<T>::type (&acc)[XB][JB], const T* src, int64_t sx,
+                     int64_t st, const T* fc_w, const T* fc_b, int64_t n_t, int64_t j0) {
   using V = typename WideOf<T>::type;
-  V acc[XB][JB];
   for (int jj = 0; jj < JB; ++jj)
     for (int xb = 0; xb < XB; ++xb) acc[xb][jj] = V{} + (fc_b ? fc_b[j0 + jj] : T(0));
   for (int64_t t = 0; t < n_t; ++t) {
     V v[XB];
     for (int xb = 0; xb < XB; ++xb) v[xb] = *reinterpret_cast<const V*>(src + xb * sx + t * st);
+    if constexpr (XB == 1) in_register(v[0]);
     for (int jj = 0; jj < JB; ++jj) {
       V w = V{} + fc_w[(j0 + jj) * n_t + t];
-      in_register(w);
+      if constexpr (XB > 1) in_register(w);
       for (int xb = 0; xb < XB; ++xb) acc[xb][jj] += w * v[xb];
     }
   }
+}
+
+// Outputs j0 .. j0 + JB - 1 at XB neighbouring positions, one chunk of channels (mix_sums),
+// stored at dst[xb * col + j * lanes].
+template <typename T, int XB, int JB>
+void mix_block(const T* src, int64_t sx, int64_t st, const T* fc_w, const T* fc_b, int64_t n_t,
+               int64_t j0, T* dst, int64_t col, int64_t lanes) {
+  using V = typename WideOf<T>::type;
+  V acc[XB][JB];
+  mix_sums<T, XB, JB>(acc, src, sx, st, fc_w, fc_b, n_t, j0);
   for (int xb = 0; xb < XB; ++xb)
     for (int jj = 0; jj < JB; ++jj)
       *reinterpret_cast<V*>(dst + xb * col + (j0 + jj) * lanes) = acc[xb][jj];
 }
 
 // Outputs j0 .. j0 + JB - 1 of one channel at `lanes` neighbouring positions of planar maps
-// (stride 1 along x), vectorised over the positions; dst[x * col + j * lanes] for position x.
-// JB independent sums in registers hide the latency of each one's chain of products.
+// (stride 1 along x), vectorised over the positions (mix_sums); dst[x * col + j * lanes] for
+// position x.
 template <typename T, int JB>
 void mix_positions_block(const T* src, int64_t st, const T* fc_w, const T* fc_b, int64_t n_t,
                          int64_t j0, T* dst, int64_t col, int64_t lanes) {
   using V = typename WideOf<T>::type;
-  V acc[JB];
-  for (int jj = 0; jj < JB; ++jj) acc[jj] = V{} + (fc_b ? fc_b[j0 + jj] : T(0));
-  for (int64_t t = 0; t < n_t; ++t) {
-    V v = *reinterpret_cast<const V*>(src + t * st);
-    in_register(v);
-    for (int jj = 0; jj < JB; ++jj) acc[jj] += fc_w[(j0 + jj) * n_t + t] * v;
-  }
+  V acc[1][JB];
+  mix_sums<T, 1, JB>(acc, src, 0, st, fc_w, fc_b, n_t, j0);
   for (int jj = 0; jj < JB; ++jj)
-    for (int64_t l = 0; l < lanes; ++l) dst[l * col + (j0 + jj) * lanes] = acc[jj][l];
+    for (int64_t l = 0; l < lanes; ++l) dst[l * col + (j0 + jj) * lanes] = acc[0][jj][l];
 }
 
 // All K2 outputs j of one channel at `lanes` neighbouring positions (see mix_positions_block), in
