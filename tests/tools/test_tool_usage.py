@@ -45,6 +45,8 @@ CASES = [
     (PY + ['tools/analysis_tools/model_table.py', '--no-such-option'], 'usage: model_table.py'),
     (PY + ['tools/analysis_tools/benchmark_backbones.py', '--cases', 'nope'], 'invalid choice'),
     (PY + ['tools/analysis_tools/benchmark_detector.py', '--batch', 'two'], 'invalid int value'),
+    (PY + ['tools/analysis_tools/benchmark_projection.py', '--variant', 'vit'],
+     "argument --variant: invalid choice: 'vit'"),
     (PY + ['tools/analysis_tools/profile_backbone.py'], 'usage: profile_backbone.py'),
     (PY + ['tools/analysis_tools/profile_backbone.py', 'acmix-r50', '--steps', '0'],
      '--steps must be at least 1, got 0'),

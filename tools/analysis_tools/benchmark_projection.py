@@ -1,13 +1,16 @@
 """Times the implementations of ACmix's Stage I projections on the CPU (those that
-:mod:`acmix_mm.layers.projection` times: oneDNN's 1x1 convolution, the batched matrix product,
-oneDNN's matrix product), forward and backward, at the ResNet-50 stage shapes of the benchmarks
-(inference 224, training 512) and of Mask R-CNN (800x1333), and writes which is fastest.
+:mod:`acmix_mm.layers.projection` times), forward and backward, and writes which is fastest:
+for the ResNet variant (``--variant resnet``, ``project_1x1``) oneDNN's 1x1 convolution, the
+batched matrix product and oneDNN's matrix product at the ResNet-50 stage shapes of the
+benchmarks (inference 224, training 512) and of Mask R-CNN (800x1333); for the Swin variant
+(``--variant swin``, ``project_tokens``) PyTorch's BLAS product (``F.linear``, which mmdet's Swin
+runs) and oneDNN's at Swin-T's ``qkv`` and ``proj`` shapes (inference 224, training 512).
 
     python tools/analysis_tools/benchmark_projection.py --out docs/benchmark_projection \
-        [--threads 2] [--repeat 5]
+        [--variant resnet] [--threads 2] [--repeat 5]
 
 Each shape's candidates alternate, fastest of ``--repeat`` runs each; the chart shows each
-candidate's time over the convolution's (below 1: faster than the convolution).
+candidate's time over the first candidate's (the convolution, or the BLAS product).
 """
 import argparse
 import os
@@ -33,6 +36,14 @@ SHAPES = {
                             (256, 50, 84), (512, 50, 84), (512, 25, 42)],
 }
 
+# (tokens, Cin, Cout): Swin-T's qkv and proj in each stage, batch 1
+TOKEN_SHAPES = {
+    f'swin-t {mode} {size}': [shape for i, c in enumerate((96, 192, 384, 768))
+                             for shape in (((size // 4 >> i) ** 2, c, 3 * c),
+                                           ((size // 4 >> i) ** 2, c, c))]
+    for mode, size in (('infer', 224), ('train', 512))
+}
+
 
 def candidates(x, weight, bias, grad):
     """name -> callable for the forward and the backward of one shape (the module's own
@@ -54,6 +65,54 @@ def candidates(x, weight, bias, grad):
     return found['project_1x1'], found['project_1x1_backward']
 
 
+def token_candidates(x, weight, bias, grad):
+    """:func:`candidates` of ``project_tokens``: ``x`` ``(L, Cin)``, ``grad`` ``(L, Cout)``."""
+    found = {}
+
+    def capture(key, runs):
+        found[key[0]] = runs
+        return next(iter(runs.values()))()
+
+    original = projection.fastest
+    projection.fastest = capture
+    try:
+        with torch.no_grad():
+            projection._tokens_forward(x, weight, bias)
+            projection._tokens_backward(x, weight, grad, (True, True, True))
+    finally:
+        projection.fastest = original
+    return found['project_tokens'], found['project_tokens_backward']
+
+
+def cases(variant):
+    """``(setting, shape fields, forward candidates, backward candidates)`` of every shape."""
+    gen = torch.Generator().manual_seed(0)
+    if variant == 'swin':
+        for setting, shapes in TOKEN_SHAPES.items():
+            for length, c_in, c_out in shapes:
+                x = torch.randn(length, c_in, generator=gen)
+                weight = torch.randn(c_out, c_in, generator=gen) * c_in ** -0.5
+                bias = torch.randn(c_out, generator=gen)
+                grad = torch.randn(length, c_out, generator=gen)
+                yield (setting, dict(tokens=length, channels=c_in, out_channels=c_out),
+                       *token_candidates(x, weight, bias, grad))
+        return
+    for setting, shapes in SHAPES.items():
+        for c, h, w in shapes:
+            x = torch.randn(1, c, h, w, generator=gen)
+            weight = torch.randn(3 * c, c, generator=gen) * c ** -0.5
+            bias = torch.randn(3 * c, generator=gen)
+            grad = torch.randn(1, 3 * c, h * w, generator=gen)
+            yield setting, dict(channels=c, height=h, width=w), *candidates(x, weight, bias, grad)
+
+
+def shape_label(r):
+    """The shape of a result: ``Cin@HxW`` or ``L x Cin->Cout``."""
+    if 'tokens' in r:
+        return f"{r['tokens']} x {r['channels']}->{r['out_channels']}"
+    return f"{r['channels']}@{r['height']}x{r['width']}"
+
+
 def best_times(runs, repeat):
     times = {name: float('inf') for name in runs}
     for _ in range(repeat):
@@ -69,23 +128,24 @@ def plot(results, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    labels = [f"{r['setting']}\n{r['channels']}@{r['height']}x{r['width']}" for r in results]
+    labels = [f"{r['setting']}\n{shape_label(r)}" for r in results]
     names = list(results[0]['forward_ms'])
+    base = names[0]
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.55 * len(results)), 7), sharex=True)
     pos = range(len(results))
     width = 0.8 / len(names)
     for ax, part in zip(axes, ('forward', 'backward')):
         for i, name in enumerate(names):
-            ratios = [r[f'{part}_ms'][name] / r[f'{part}_ms']['conv'] for r in results]
+            ratios = [r[f'{part}_ms'][name] / r[f'{part}_ms'][base] for r in results]
             ax.bar([p + (i - (len(names) - 1) / 2) * width for p in pos], ratios, width,
                    label=name)
         ax.axhline(1.0, color='k', lw=0.8)
         ax.set_yscale('log')
-        ax.set_ylabel(f'{part} time / oneDNN conv')
+        ax.set_ylabel(f'{part} time / {base}')
         ax.legend(fontsize=7)
     axes[1].set_xticks(list(pos))
     axes[1].set_xticklabels(labels, rotation=90, fontsize=7)
-    axes[0].set_title('1x1 projections of ACmix (below 1: faster than the convolution)')
+    axes[0].set_title(f'projections of ACmix (below 1: faster than {base})')
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -93,38 +153,36 @@ def plot(results, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='docs/benchmark_projection')
+    parser.add_argument('--variant', choices=('resnet', 'swin'), default='resnet',
+                        help="the ResNet variant's 1x1 projections or the Swin variant's tokens")
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--repeat', type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results, rows = [], []
-    total = sum(len(v) for v in SHAPES.values())
-    for setting, shapes in SHAPES.items():
-        for c, h, w in shapes:
-            gen = torch.Generator().manual_seed(0)
-            x = torch.randn(1, c, h, w, generator=gen)
-            weight = torch.randn(3 * c, c, generator=gen) * c ** -0.5
-            bias = torch.randn(3 * c, generator=gen)
-            grad = torch.randn(1, 3 * c, h * w, generator=gen)
-            fwd, bwd = candidates(x, weight, bias, grad)
-            tf, tb = best_times(fwd, args.repeat), best_times(bwd, args.repeat)
-            r = dict(setting=setting, channels=c, height=h, width=w,
-                     forward_ms={k: v * 1e3 for k, v in tf.items()},
-                     backward_ms={k: v * 1e3 for k, v in tb.items()},
-                     forward_fastest=min(tf, key=tf.get), backward_fastest=min(tb, key=tb.get))
-            results.append(r)
-            if not rows:
-                rows = ['| setting | Cin | H x W | ' + ' | '.join(
-                    f'{part} {name} (ms)' for part in ('forward', 'backward') for name in tf) +
-                        ' | fastest forward | fastest backward |',
-                        '|' + '---|' * (5 + len(tf) + len(tb))]
-            rows.append(f'| {setting} | {c} | {h}x{w} | ' + ' | '.join(
-                f'{t * 1e3:.2f}' for t in list(tf.values()) + list(tb.values())) +
-                        f" | {r['forward_fastest']} | {r['backward_fastest']} |")
-            print(f'[{len(results)}/{total}] {rows[-1]}', flush=True)
+    shapes = TOKEN_SHAPES if args.variant == 'swin' else SHAPES
+    total = sum(len(v) for v in shapes.values())
+    for setting, fields, fwd, bwd in cases(args.variant):
+        tf, tb = best_times(fwd, args.repeat), best_times(bwd, args.repeat)
+        r = dict(setting=setting, **fields,
+                 forward_ms={k: v * 1e3 for k, v in tf.items()},
+                 backward_ms={k: v * 1e3 for k, v in tb.items()},
+                 forward_fastest=min(tf, key=tf.get), backward_fastest=min(tb, key=tb.get))
+        results.append(r)
+        if not rows:
+            rows = ['| setting | shape | ' + ' | '.join(
+                f'{part} {name} (ms)' for part in ('forward', 'backward') for name in tf) +
+                    ' | fastest forward | fastest backward |',
+                    '|' + '---|' * (4 + len(tf) + len(tb))]
+        rows.append(f'| {setting} | {shape_label(r)} | ' + ' | '.join(
+            f'{t * 1e3:.2f}' for t in list(tf.values()) + list(tb.values())) +
+                    f" | {r['forward_fastest']} | {r['backward_fastest']} |")
+        print(f'[{len(results)}/{total}] {rows[-1]}', flush=True)
+    what = ('q, k, v of Cin channels each (shape Cin@HxW)' if args.variant == 'resnet' else
+            "Swin-T's qkv and proj (shape: tokens x Cin->Cout); backward: input and weight gradients")
     setting = (f'Machine: {platform.machine()}, {os.cpu_count()} CPUs; torch '
-               f'{torch.__version__}, {args.threads} threads, float32, batch 1; q, k, v of Cin '
-               f'channels each. Fastest of {args.repeat} alternating runs per candidate.')
+               f'{torch.__version__}, {args.threads} threads, float32, batch 1; {what}. Fastest of '
+               f'{args.repeat} alternating runs per candidate.')
     write_report(args.out, 'tools/analysis_tools/benchmark_projection.py',
                  sys.argv[1:] if argv is None else argv, setting, '\n'.join(rows), results)
     plot(results, args.out + '.png')
