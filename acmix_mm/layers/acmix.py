@@ -15,7 +15,7 @@ from .acmix_recompute import recomputed_acmix
 from .acmix_triton import acmix_forward_triton
 from .conv_path import build_dep_conv, build_fc, conv_path, shift_init_
 from .kernels.conv_path_op import fused_conv_path_applies
-from .kernels.cpu_extension import load_cpu_extension
+from .kernels.cpu_extension import run_kernel
 from .kernels.sliding_window_op import selected_backend
 from .projection import project_1x1, recording_graph
 from .sliding_window_attention import sliding_window_attention
@@ -201,8 +201,8 @@ class ACmix(nn.Module):
         """
         b, _, h, w = qkv.shape
         if self._fused_stage_two(qkv):
-            return load_cpu_extension().acmix_mix_paths(
-                qkv.contiguous(), self.position_grid_flat(h, w, qkv.dtype, qkv.device),
+            return run_kernel(
+                'acmix_mix_paths', qkv.contiguous(), self.position_grid_flat(h, w, qkv.dtype, qkv.device),
                 self.conv_p.weight, self.conv_p.bias, self.fc.weight, self.fc.bias,
                 self.dep_conv.weight, self.dep_conv.bias, self.rate1.item(), self.rate2,
                 self.heads, self.kernel_att, self.stride, self.dilation)

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .cpu_extension import load_cpu_extension
+from .cpu_extension import load_cpu_extension, run_kernel
 from .sliding_window_op import selected_backend
 
 
@@ -87,9 +87,8 @@ def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weig
         and ``grad_bias (d * M,)``.
     """
     grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
-        load_cpu_extension().conv_path_backward(grad_out, maps, fc_weight, fc_bias, packed,
-                                                stride, dilation, list(addends),
-                                                float(addend_scale), in_place)
+        run_kernel('conv_path_backward', grad_out, maps, fc_weight, fc_bias, packed, stride,
+                   dilation, list(addends), float(addend_scale), in_place)
     grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
     return grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b
 
@@ -103,9 +102,8 @@ class _FusedConvPath(torch.autograd.Function):
         fc_weight = fc_weight.reshape(fc_weight.shape[0], -1).contiguous()
         ctx.save_for_backward(maps, fc_weight, fc_bias, packed)
         ctx.dilation, ctx.has_bias = dilation, bias is not None
-        return load_cpu_extension().conv_path_forward(maps, fc_weight, fc_bias, packed,
-                                                      packed_bias, 1, dilation, None, 1.0,
-                                                      False)
+        return run_kernel('conv_path_forward', maps, fc_weight, fc_bias, packed, packed_bias, 1,
+                          dilation, None, 1.0, False)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -150,6 +148,6 @@ def fused_conv_path(maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Option
                              f'{maps.stride()}, addend {addend is not None}')
         return _FusedConvPath.apply(maps, fc_weight, fc_bias, weight, bias, dilation)
     packed, packed_bias = pack_weight(weight, bias, maps.shape[-1])
-    return load_cpu_extension().conv_path_forward(
-        maps, fc_weight.reshape(fc_weight.shape[0], -1).contiguous(), fc_bias, packed,
-        packed_bias, stride, dilation, addend, float(addend_scale), False)
+    return run_kernel('conv_path_forward', maps,
+                      fc_weight.reshape(fc_weight.shape[0], -1).contiguous(), fc_bias, packed,
+                      packed_bias, stride, dilation, addend, float(addend_scale), False)

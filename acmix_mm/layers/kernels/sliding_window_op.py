@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .cpu_extension import load_cpu_extension
+from .cpu_extension import load_cpu_extension, run_kernel
 from .sliding_window_python import (output_size, sliding_window_attention_python,
                                     sliding_window_attention_python_backward)
 
@@ -67,8 +67,7 @@ def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: Optional[
                 scale: float, kernel: int, stride: int, dilation: int) -> torch.Tensor:
     backend = selected_backend(q.device, q.dtype)
     if backend == 'cpp':
-        return load_cpu_extension().sliding_window_forward(q, k, v, pe, scale, kernel, stride,
-                                                           dilation)
+        return run_kernel('sliding_window_forward', q, k, v, pe, scale, kernel, stride, dilation)
     if backend == 'triton':
         return _triton_module().sliding_window_attention_triton_forward(
             q, k, v, pe, scale, kernel, stride, dilation)
@@ -82,8 +81,8 @@ def _backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     """Gradients of q, k, v, and of pe when it is given."""
     backend = selected_backend(q.device, q.dtype)
     if backend == 'cpp':
-        grad_q, grad_k, grad_v = load_cpu_extension().sliding_window_backward(
-            grad_out, q, k, v, pe, scale, kernel, stride, dilation, None)
+        grad_q, grad_k, grad_v = run_kernel('sliding_window_backward', grad_out, q, k, v, pe,
+                                            scale, kernel, stride, dilation, None)
         return [grad_q, grad_k, grad_v] + ([] if pe is None else [-grad_k.sum((0, 1))])
     if backend == 'triton':
         grads = _triton_module().sliding_window_attention_triton_backward(
@@ -129,8 +128,8 @@ def sliding_window_attention_backward_into(grad_qkv: torch.Tensor, grad_out: tor
     """The C++ backward writing the gradients of q, k and v into ``grad_qkv``
     ``(B, 3, N, d, H, W)`` (contiguous), as its slices 0, 1 and 2; for the CPU backend (see
     :func:`selected_backend`) alone. Returns pe's gradient ``(d, H, W)``."""
-    load_cpu_extension().sliding_window_backward(grad_out, q, k, v, pe, scale, kernel, stride,
-                                                 dilation, grad_qkv)
+    run_kernel('sliding_window_backward', grad_out, q, k, v, pe, scale, kernel, stride, dilation,
+               grad_qkv)
     return -grad_qkv[:, 1].sum((0, 1))
 
 

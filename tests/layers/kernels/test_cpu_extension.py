@@ -43,3 +43,42 @@ def test_isa_flags_follow_the_cpu(monkeypatch, cpu, want):
     monkeypatch.setattr(platform, 'machine', lambda: 'x86_64')
     monkeypatch.setattr(cpu_extension, '_cpu_flags', lambda: cpu)
     assert cpu_extension._isa_flags() == want
+
+
+def kernels_in_profile(run):
+    """Self CPU time (µs) of each ``acmix_mm::`` event that torch.profiler records over ``run``."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    return {e.key: e.self_cpu_time_total for e in prof.key_averages()
+            if e.key.startswith('acmix_mm::')}
+
+
+@pytest.mark.skipif(cpu_extension.load_cpu_extension() is None, reason='needs the C++ kernels')
+def test_profiles_name_the_kernels_and_their_time():
+    from acmix_mm.layers import ACmix
+    from acmix_mm.models.layers.acmix_window_msa import ACmixShiftWindowMSA
+    torch.manual_seed(0)
+    layer = ACmix(16, 16, heads=2)
+    x = torch.randn(1, 16, 12, 12, requires_grad=True)
+
+    def infer():
+        with torch.no_grad():
+            layer.eval()(x)
+
+    def train():
+        layer.train()(x).sum().backward()
+
+    swin = ACmixShiftWindowMSA(16, 2, 4, shift_size=2)
+    tokens = torch.randn(1, 64, 16)
+
+    def swin_infer():
+        with torch.no_grad():
+            swin(tokens, (8, 8))
+
+    for run, names in ((infer, ['acmix_mm::acmix_mix_paths']),
+                       (train, ['acmix_mm::acmix_mix_paths', 'acmix_mm::sliding_window_backward',
+                                'acmix_mm::conv_path_backward']),
+                       (swin_infer, ['acmix_mm::conv_path_forward'])):
+        times = kernels_in_profile(run)
+        for name in names:
+            assert times.get(name, 0) > 0, (name, times)
