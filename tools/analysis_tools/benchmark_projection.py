@@ -45,43 +45,36 @@ TOKEN_SHAPES = {
 }
 
 
-def candidates(x, weight, bias, grad):
-    """name -> callable for the forward and the backward of one shape (the module's own
-    candidates, captured by replacing its chooser)."""
-    found = {}
+def captured(forward, backward):
+    """The candidates (name -> callable) that ``forward()`` and ``backward()`` hand to the module's
+    chooser (:func:`acmix_mm.layers.projection.fastest`), captured by replacing it."""
+    found = []
 
     def capture(key, runs):
-        found[key[0]] = runs
+        found.append(runs)
         return next(iter(runs.values()))()
 
     original = projection.fastest
     projection.fastest = capture
     try:
         with torch.no_grad():
-            projection.project_1x1(x, weight, bias)
-            projection.project_1x1_backward(x, weight, grad, True)
+            forward()
+            backward()
     finally:
         projection.fastest = original
-    return found['project_1x1'], found['project_1x1_backward']
+    return found[0], found[1]
+
+
+def candidates(x, weight, bias, grad):
+    """The forward and backward candidates of ``project_1x1`` for one shape."""
+    return captured(lambda: projection.project_1x1(x, weight, bias),
+                    lambda: projection.project_1x1_backward(x, weight, grad, True))
 
 
 def token_candidates(x, weight, bias, grad):
     """:func:`candidates` of ``project_tokens``: ``x`` ``(L, Cin)``, ``grad`` ``(L, Cout)``."""
-    found = {}
-
-    def capture(key, runs):
-        found[key[0]] = runs
-        return next(iter(runs.values()))()
-
-    original = projection.fastest
-    projection.fastest = capture
-    try:
-        with torch.no_grad():
-            projection._tokens_forward(x, weight, bias)
-            projection._tokens_backward(x, weight, grad, (True, True, True))
-    finally:
-        projection.fastest = original
-    return found['project_tokens'], found['project_tokens_backward']
+    return captured(lambda: projection._tokens_forward(x, weight, bias),
+                    lambda: projection._tokens_backward(x, weight, grad, (True, True, True)))
 
 
 def cases(variant):
