@@ -202,10 +202,11 @@ class ACmix(nn.Module):
         b, _, h, w = qkv.shape
         if self._fused_stage_two(qkv):
             return run_kernel(
-                'acmix_mix_paths', qkv.contiguous(), self.position_grid_flat(h, w, qkv.dtype, qkv.device),
-                self.conv_p.weight, self.conv_p.bias, self.fc.weight, self.fc.bias,
-                self.dep_conv.weight, self.dep_conv.bias, self.rate1.item(), self.rate2,
-                self.heads, self.kernel_att, self.stride, self.dilation)
+                'acmix_mix_paths', qkv.contiguous(),
+                self.position_grid_flat(h, w, qkv.dtype, qkv.device), self.conv_p.weight,
+                self.conv_p.bias, self.fc.weight, self.fc.bias, self.dep_conv.weight,
+                self.dep_conv.bias, self.rate1.item(), self.rate2, self.heads, self.kernel_att,
+                self.stride, self.dilation)
         n, d = self.heads, self.head_dim
         q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
         att = sliding_window_attention(q, k, v, self.kernel_att, self.stride, self.dilation,

@@ -172,7 +172,8 @@ def main(argv=None):
                     f" | {r['forward_fastest']} | {r['backward_fastest']} |")
         print(f'[{len(results)}/{total}] {rows[-1]}', flush=True)
     what = ('q, k, v of Cin channels each (shape Cin@HxW)' if args.variant == 'resnet' else
-            "Swin-T's qkv and proj (shape: tokens x Cin->Cout); backward: input and weight gradients")
+            "Swin-T's qkv and proj (shape: tokens x Cin->Cout); backward: input and weight "
+            'gradients')
     setting = (f'Machine: {platform.machine()}, {os.cpu_count()} CPUs; torch '
                f'{torch.__version__}, {args.threads} threads, float32, batch 1; {what}. Fastest of '
                f'{args.repeat} alternating runs per candidate.')
