@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import os
 
@@ -6,19 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+from . import load_tool
 
-
-def load_tool():
-    path = os.path.join(ROOT, 'tools/analysis_tools/benchmark_projection.py')
-    spec = importlib.util.spec_from_file_location('benchmark_projection', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+TOOL_PATH = 'tools/analysis_tools/benchmark_projection.py'
 
 
 def test_token_shapes_are_swin_t_qkv_and_proj():
-    tool = load_tool()
+    tool = load_tool('benchmark_projection', TOOL_PATH)
     for mode, size in (('infer', 224), ('train', 512)):
         expected = []
         for stage, channels in enumerate((96, 192, 384, 768)):
@@ -28,7 +21,7 @@ def test_token_shapes_are_swin_t_qkv_and_proj():
 
 
 def test_token_candidates_compute_the_linear_layer_and_its_gradients():
-    tool = load_tool()
+    tool = load_tool('benchmark_projection', TOOL_PATH)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(50, 24, generator=gen)
     weight = torch.randn(72, 24, generator=gen)
@@ -52,7 +45,7 @@ def test_token_candidates_compute_the_linear_layer_and_its_gradients():
     ('resnet', 'conv', '64@7x7'),
 ])
 def test_report_of_a_tiny_run(tmp_path, monkeypatch, variant, candidate, shape):
-    tool = load_tool()
+    tool = load_tool('benchmark_projection', TOOL_PATH)
     monkeypatch.setattr(tool, 'TOKEN_SHAPES', {'tiny': [(49, 96, 288)]})
     monkeypatch.setattr(tool, 'SHAPES', {'tiny': [(64, 7, 7)]})
     out = str(tmp_path / 'proj')
