@@ -153,7 +153,7 @@ void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const Conv
       T* dst = row + ch * g.row_chunk() + (x + g.pad) * col;
       int64_t j = 0;
       for (; j + kWideJB <= g.K2; j += kWideJB)  // 27 sums: fewer loads per product
-        with_count<6>(xb, [&](auto XB) {
+        with_count<kXB>(xb, [&](auto XB) {
           mix_block<T, XB(), kWideJB>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
         });
       for (; j < g.K2; j += kJB)
@@ -252,7 +252,7 @@ void output_row(const T* const* rows, const T* weight, const T* bias, const Conv
       const int px = static_cast<int>(std::min<int64_t>(kPX, g.Wo - xo));
       int64_t m0 = 0;
       for (; m0 + kWide <= g.M; m0 += kWide)
-        with_count<6>(px, [&](auto PX) {
+        with_count<kPX>(px, [&](auto PX) {
           output_block<T, PX(), kWide>(rows, weight, bias, g, xo, m0, ch, out);
         });
       for (; m0 < g.M; m0 += kMB) {
@@ -559,7 +559,7 @@ void fc_grads_row(const T* grad_mixed, const StridedMaps<T>& qkv, const T* fc_w,
         *reinterpret_cast<V*>(part.fc_b.data() + j * L) += *reinterpret_cast<const V*>(gx + j * L);
       T* dst = grad_qkv + x * g.T * g.D + ch * L;
       for (int64_t t0 = 0; t0 < g.T; t0 += kTB)
-        with_count<6>(std::min<int64_t>(kTB, g.T - t0), [&](auto TB) {
+        with_count<kTB>(std::min<int64_t>(kTB, g.T - t0), [&](auto TB) {
           through_fc_block<T, TB()>(gx, fc_w, g, t0, lanes, dst);
         });
     }
