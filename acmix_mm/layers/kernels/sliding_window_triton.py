@@ -493,8 +493,9 @@ _HALO_TILES = ((16, 4), (8, 8), (8, 4), (4, 4))
 _MAX_HALO = 256
 # 'float32': whether float32 takes the halo kernels. Off: their exact (IEEE) float32 products run
 # on the CUDA cores, and on an H100 the forward at (2, 4, 16, 200, 336), k 7, took 16.5 ms
-# against the gather kernel's 2.9 (the ACmix layer at 64 ch 56x56, batch 8: 4.0 against 1.3 ms
-# inference, 6.4 against 4.7 training; docs/gpu_suite_h100.md); float16 and bfloat16 run them on
+# against the gather kernel's 2.9 (the ACmix layer at 64 ch 56x56, batch 8: 4.2 against 2.0 ms
+# inference, 6.5 against 5.3 training; docs/gpu_suite_h100_float32_halo.md against
+# docs/gpu_suite_h100.md, two runs); float16 and bfloat16 run them on
 # the tensor cores (1.0 ms inference, 3.1 training). The interpreter tests switch it on to check
 # the halo kernels exactly.
 _HALO_STATE = {'failed': None, 'float32': False}
