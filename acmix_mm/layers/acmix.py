@@ -5,7 +5,7 @@ parameter names, channel layouts and initialisation follow the reference code, s
 unchanged (``conv1, conv2, conv3, conv_p, fc, dep_conv, rate1, rate2``).
 """
 import functools
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -161,13 +161,15 @@ class ACmix(nn.Module):
             return False
         return selected_backend(x.device, x.dtype) == 'triton'
 
-    def project(self, x: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor,
+                weights: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """Stage I: ``q, k, v`` of ``x`` ``(B, Cin, H, W)`` as one ``(B, 3C, H, W)`` map.
 
         One product for the three 1x1 projections (:func:`.projection.project_1x1`); q, k, v
-        are views of its output.
+        are views of its output. ``weights``: :meth:`projection_weights`' result where the
+        caller has it already.
         """
-        weight, bias = self.projection_weights()
+        weight, bias = self.projection_weights() if weights is None else weights
         if weight.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
             weight, bias = weight.to(x.dtype), bias.to(x.dtype)  # e.g. bfloat16 inputs
         return project_1x1(x, weight, bias)

@@ -17,9 +17,14 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .conv_path import conv_path_backward
-from .kernels.sliding_window_op import (selected_backend, sliding_window_attention_backward_into,
-                                        sliding_window_attention_backward_op)
+from .kernels.conv_path_op import fused_conv_path_applies
+from .kernels.cpu_extension import run_kernel
+from .kernels.sliding_window_op import sliding_window_attention_backward_op
 from .projection import project_1x1_backward
+
+# acmix_stage_backward's results after the qkv gradient, in its order
+_STAGE_GRADS = ('rate1', 'rate2', 'conv_p.weight', 'conv_p.bias', 'fc.weight', 'fc.bias',
+                'dep_conv.weight', 'dep_conv.bias')
 
 
 def acmix_backward(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor,
@@ -37,43 +42,57 @@ def acmix_backward(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor,
         names, each to its gradient (None where a parameter needs none).
     """
     b, c_in, h, w = x.shape
-    n, d, c = layer.heads, layer.head_dim, layer.out_channels
-    rate1 = layer.rate1
-    qkv = layer.project(x)
-    pe = layer.position_term(h, w, x.dtype, x.device)
-    q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    grad_att = grad_out.reshape(b, n, d, *grad_out.shape[-2:]).contiguous()
-    attention = (grad_att, q, k, v, pe, float(d) ** -0.5, layer.kernel_att, layer.stride,
-                 layer.dilation)
-    if selected_backend(x.device, x.dtype) == 'cpp':
-        # one map for the attention's gradients, into which the conv path's are then added
-        grad_all = x.new_empty(b, 3, n, d, h, w)
-        grad_pe = sliding_window_attention_backward_into(grad_all, *attention)
-        grad_v = grad_all[:, 2]
-        addends, in_place = (grad_all.view(b, 3 * n, d, h, w), ), True
+    c = layer.out_channels
+    weight, bias = layer.projection_weights()
+    qkv = layer.project(x, (weight, bias))
+    if fused_conv_path_applies(qkv, layer.conv_p.weight, layer.fc.weight, layer.dep_conv.weight,
+                               differentiable=True):
+        # stage II's backward in one call of the C++ extension
+        grad_qkv, *stage = run_kernel(
+            'acmix_stage_backward', grad_out, qkv, layer.position_grid_flat(h, w, x.dtype, x.device),
+            layer.conv_p.weight, layer.conv_p.bias, layer.fc.weight, layer.fc.bias,
+            layer.dep_conv.weight, layer.dep_conv.bias, layer.rate1.item(), layer.rate2,
+            layer.heads, layer.kernel_att, layer.stride, layer.dilation)
+        grads = dict(zip(_STAGE_GRADS, stage))
     else:
-        grad_q, grad_k, grad_v, grad_pe = sliding_window_attention_backward_op(*attention)
-        addends, in_place = (grad_q, grad_k, grad_v), False
-    # <grad_out, attention> = <grad_v, v>, read before grad_v is overwritten below
-    rate1_grad = sum(torch.vdot(gv.flatten(), vb.flatten()) for gv, vb in zip(grad_v, v))
-    # grad qkv = conv path's + rate1 * attention's, summed as the conv path's is written
-    scale = rate1.item()
-    conv = conv_path_backward(qkv.view(b, 3 * n, d, h, w), grad_out, layer.fc, layer.dep_conv,
-                              layer.rate2, addends=addends, addend_scale=scale, in_place=in_place)
-    grads = {('rate2' if key == 'out_scale' else key): grad for key, grad in conv.items()}
-    grads['rate1'] = rate1_grad.view(1)
-    grad_qkv = conv['qkv'].reshape(b, 3 * c, h * w)
-    grad_pe = (grad_pe * scale).view(d, h * w)
-    grid = layer.position_grid_flat(h, w, x.dtype, x.device)
-    grads['conv_p.weight'] = (grad_pe @ grid.t()).view_as(layer.conv_p.weight)
-    grads['conv_p.bias'] = grad_pe.sum(1)
-    weight, _ = layer.projection_weights()
-    grad_x, grad_weight, grad_bias = project_1x1_backward(x, weight, grad_qkv, need_x)
+        grad_qkv, grads = _stage_backward(layer, qkv, grad_out)
+    grad_x, grad_weight, grad_bias = project_1x1_backward(x, weight, grad_qkv.reshape(b, 3 * c, h * w),
+                                                          need_x)
     for i, conv_i in enumerate((layer.conv1, layer.conv2, layer.conv3)):
         grads[f'conv{i + 1}.weight'] = grad_weight[i * c:(i + 1) * c].view_as(conv_i.weight)
         grads[f'conv{i + 1}.bias'] = grad_bias[i * c:(i + 1) * c]
     return grad_x, grads
+
+
+def _stage_backward(layer: nn.Module, qkv: torch.Tensor,
+                    grad_out: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Stage II's backward from operators (where the C++ extension does not run it): the
+    attention operator's backward, then the conv path's with the attention's gradient added.
+
+    Returns:
+        ``qkv``'s gradient (any strides, ``B * 3C * H * W`` elements in ``(B, 3C, H, W)`` order)
+        and the stage's parameter names, each to its gradient.
+    """
+    b, _, h, w = qkv.shape
+    n, d = layer.heads, layer.head_dim
+    pe = layer.position_term(h, w, qkv.dtype, qkv.device)
+    q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
+    grad_att = grad_out.reshape(b, n, d, *grad_out.shape[-2:]).contiguous()
+    grad_q, grad_k, grad_v, grad_pe = sliding_window_attention_backward_op(
+        grad_att, q, k, v, pe, float(d) ** -0.5, layer.kernel_att, layer.stride, layer.dilation)
+    # <grad_out, attention> = <grad_v, v>: the attention is linear in v
+    rate1_grad = sum(torch.vdot(gv.flatten(), vb.flatten()) for gv, vb in zip(grad_v, v))
+    # grad qkv = conv path's + rate1 * attention's, summed as the conv path's is written
+    scale = layer.rate1.item()
+    conv = conv_path_backward(qkv.view(b, 3 * n, d, h, w), grad_out, layer.fc, layer.dep_conv,
+                              layer.rate2, addends=(grad_q, grad_k, grad_v), addend_scale=scale)
+    grads = {('rate2' if key == 'out_scale' else key): grad for key, grad in conv.items()}
+    grads['rate1'] = rate1_grad.view(1)
+    grad_pe = (grad_pe * scale).view(d, h * w)
+    grid = layer.position_grid_flat(h, w, qkv.dtype, qkv.device)
+    grads['conv_p.weight'] = (grad_pe @ grid.t()).view_as(layer.conv_p.weight)
+    grads['conv_p.bias'] = grad_pe.sum(1)
+    return grads.pop('qkv'), grads
 
 
 class _RecomputedACmix(torch.autograd.Function):

@@ -867,4 +867,37 @@ std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
   return {packed, packed_bias};
 }
 
+std::vector<at::Tensor> conv_path_unpack(const at::Tensor& grad_packed,
+                                         const at::Tensor& grad_packed_bias, int64_t d) {
+  TORCH_CHECK(grad_packed.dim() == 6 && grad_packed.is_contiguous() &&
+                  grad_packed.size(2) == grad_packed.size(3) &&
+                  grad_packed.size(0) * grad_packed.size(5) >= d,
+              "grad_packed must be a contiguous (chunks, M, k, k, K2, lanes) of conv_path_pack");
+  const int64_t chunks = grad_packed.size(0), M = grad_packed.size(1), k = grad_packed.size(2);
+  const int64_t K2 = grad_packed.size(4), L = grad_packed.size(5), taps = k * k * K2;
+  TORCH_CHECK(grad_packed_bias.is_contiguous() && grad_packed_bias.dim() == 2 &&
+                  grad_packed_bias.size(0) == M && grad_packed_bias.size(1) == chunks * L,
+              "grad_packed_bias must be a contiguous (M, chunks * lanes)");
+  at::Tensor weight = at::empty({d * M, K2, k, k}, grad_packed.options());
+  at::Tensor bias = at::empty({d * M}, grad_packed.options());
+  AT_DISPATCH_FLOATING_TYPES(grad_packed.scalar_type(), "acmix_conv_path_unpack", [&] {
+    using T = scalar_t;
+    const T* src = grad_packed.data_ptr<T>();
+    const T* src_b = grad_packed_bias.data_ptr<T>();
+    T* dst = weight.data_ptr<T>();
+    T* dst_b = bias.data_ptr<T>();
+    for (int64_t c = 0; c < d; ++c)  // conv_path_pack's loops, reading where it writes
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t o = c * M + m;
+        const T* in = src + ((c / L) * M + m) * taps * L + c % L;
+        for (int64_t j = 0; j < K2; ++j)
+          for (int64_t a = 0; a < k; ++a)
+            for (int64_t e = 0; e < k; ++e)
+              dst[((o * K2 + j) * k + a) * k + e] = in[((a * k + e) * K2 + j) * L];
+        dst_b[o] = src_b[m * chunks * L + c];
+      }
+  });
+  return {weight, bias};
+}
+
 }  // namespace acmix_mm

@@ -17,7 +17,7 @@ import torch
 _DIR = osp.dirname(osp.abspath(__file__))
 _SOURCES = [osp.join(_DIR, name)
             for name in ('extension.cpp', 'sliding_window_cpu.cpp', 'conv_path_cpu.cpp',
-                         'acmix_inference_cpu.cpp')]
+                         'acmix_inference_cpu.cpp', 'acmix_backward_cpu.cpp')]
 _HEADERS = [osp.join(_DIR, name)
             for name in ('cpu_vectors.h', 'transpose_tiles.h', 'kernels.h')]
 
@@ -59,8 +59,8 @@ def _source_digest() -> str:
 @functools.lru_cache(maxsize=None)
 def load_cpu_extension(verbose: bool = False) -> Optional[ModuleType]:
     """The compiled module (``sliding_window_forward``, ``sliding_window_backward``,
-    ``conv_path_forward``, ``conv_path_backward``, ``conv_path_pack``, ``acmix_mix_paths``), or
-    None where it cannot be built."""
+    ``conv_path_forward``, ``conv_path_backward``, ``conv_path_pack``, ``acmix_mix_paths``,
+    ``acmix_stage_backward``), or None where it cannot be built."""
     from torch.utils.cpp_extension import load
     isa = _isa_flags()
     tag = 'avx512' if '-mavx512f' in isa else 'avx2' if isa else 'generic'
@@ -78,8 +78,11 @@ def run_kernel(name: str, *args: Any) -> Any:
     """``load_cpu_extension().<name>(*args)``, recorded by ``torch.profiler`` as
     ``acmix_mm::<name>``: the extension's functions are plain calls, not dispatcher operators, so
     a profile would otherwise count their time as no operator's (or as the enclosing one's)."""
+    kernel = getattr(load_cpu_extension(), name)
+    if not torch.autograd._profiler_enabled():  # a record costs ~15 us, as much as a small kernel
+        return kernel(*args)
     with torch.profiler.record_function(f'acmix_mm::{name}'):
-        return getattr(load_cpu_extension(), name)(*args)
+        return kernel(*args)
 
 
 def kernels_unavailable_message(exc: BaseException) -> str:

@@ -20,4 +20,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "dep_conv's weight and bias, times a scale, in the conv-path kernel's layout (CPU)");
   m.def("acmix_mix_paths", &acmix_mm::acmix_mix_paths,
         "ACmix stage II for inference: positional term, attention and conv path (CPU)");
+  m.def("acmix_stage_backward", &acmix_mm::acmix_stage_backward,
+        "ACmix stage II backward: gradients of qkv and of the stage's parameters (CPU)");
 }

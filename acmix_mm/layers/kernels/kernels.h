@@ -1,5 +1,5 @@
-// The C++ CPU kernels' entry points (defined in sliding_window_cpu.cpp, conv_path_cpu.cpp and
-// acmix_inference_cpu.cpp; bound to Python in extension.cpp).
+// The C++ CPU kernels' entry points (defined in sliding_window_cpu.cpp, conv_path_cpu.cpp,
+// acmix_inference_cpu.cpp and acmix_backward_cpu.cpp; bound to Python in extension.cpp).
 #pragma once
 
 #include <torch/extension.h>
@@ -29,10 +29,18 @@ std::vector<at::Tensor> conv_path_backward(const at::Tensor& grad_out, const at:
 std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
                                        const c10::optional<at::Tensor>& bias,
                                        const at::Tensor& scale, int64_t d);
+std::vector<at::Tensor> conv_path_unpack(const at::Tensor& grad_packed,
+                                         const at::Tensor& grad_packed_bias, int64_t d);
 at::Tensor acmix_mix_paths(const at::Tensor& qkv, const at::Tensor& grid,
                            const at::Tensor& conv_p_weight, const at::Tensor& conv_p_bias,
                            const at::Tensor& fc_weight, const c10::optional<at::Tensor>& fc_bias,
                            const at::Tensor& dep_weight, const c10::optional<at::Tensor>& dep_bias,
                            double rate1, const at::Tensor& rate2, int64_t heads,
                            int64_t kernel_att, int64_t stride, int64_t dilation);
+std::vector<at::Tensor> acmix_stage_backward(
+    const at::Tensor& grad_out, const at::Tensor& qkv, const at::Tensor& grid,
+    const at::Tensor& conv_p_weight, const at::Tensor& conv_p_bias, const at::Tensor& fc_weight,
+    const c10::optional<at::Tensor>& fc_bias, const at::Tensor& dep_weight,
+    const c10::optional<at::Tensor>& dep_bias, double rate1, const at::Tensor& rate2,
+    int64_t heads, int64_t kernel_att, int64_t stride, int64_t dilation);
 }  // namespace acmix_mm

@@ -121,18 +121,6 @@ sliding_window_attention_op = _forward_op
 sliding_window_attention_backward_op = _backward_op
 
 
-def sliding_window_attention_backward_into(grad_qkv: torch.Tensor, grad_out: torch.Tensor,
-                                           q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                           pe: torch.Tensor, scale: float, kernel: int,
-                                           stride: int, dilation: int) -> torch.Tensor:
-    """The C++ backward writing the gradients of q, k and v into ``grad_qkv``
-    ``(B, 3, N, d, H, W)`` (contiguous), as its slices 0, 1 and 2; for the CPU backend (see
-    :func:`selected_backend`) alone. Returns pe's gradient ``(d, H, W)``."""
-    run_kernel('sliding_window_backward', grad_out, q, k, v, pe, scale, kernel, stride, dilation,
-               grad_qkv)
-    return -grad_qkv[:, 1].sum((0, 1))
-
-
 def sliding_window_attention_flops(inputs: Sequence, outputs: Sequence) -> int:
     """mmengine ``FlopAnalyzer`` handle: one multiply-add per channel for every window position,
     once for the logits and once for the weighted sum."""
