@@ -116,7 +116,8 @@ class ACmix(nn.Module):
             h, w = x.shape[-2:]
             return acmix_forward_triton(self, x, self.position_term(h, w, x.dtype, x.device))
         if torch.is_grad_enabled() and not recording_graph():
-            if not (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            params = tuple(self.parameters())
+            if not (x.requires_grad or any(p.requires_grad for p in params)):
                 # nothing to differentiate (a frozen stage, e.g. mmdet's frozen_stages): the
                 # inference path, as autograd would record nothing either
                 with torch.no_grad():
@@ -125,7 +126,7 @@ class ACmix(nn.Module):
                 # Training keeps only x; the backward recomputes what it needs from it, in x's
                 # dtype (an input of another dtype than the parameters, as autocast makes of the
                 # previous layer's output, trains through the composition under autograd).
-                return recomputed_acmix(self, x)
+                return recomputed_acmix(self, x, params)
         return self.mix_paths(self.project(x))
 
     def projection_weights(self) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ unavailable) and the three projections' backward (:func:`.projection.project_1x1
 ``v``) and ``rate2``'s comes the same way from ``dep_conv``'s weight and bias, so neither path's
 output is recomputed for them.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -115,14 +115,16 @@ class _RecomputedACmix(torch.autograd.Function):
             grads[name] if p.requires_grad else None for name, p in layer.named_parameters())
 
 
-def recomputed_acmix(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def recomputed_acmix(layer: nn.Module, x: torch.Tensor,
+                     params: Optional[Sequence[nn.Parameter]] = None) -> torch.Tensor:
     """``layer(x)`` for training, keeping only ``x`` for the backward (see the module's doc).
 
     Args:
         layer: an ``ACmix``.
         x: ``(B, Cin, H, W)``.
+        params: ``tuple(layer.parameters())`` where the caller has it already.
 
     Returns:
         ``(B, C, H_out, W_out)``.
     """
-    return _RecomputedACmix.apply(layer, x, *layer.parameters())
+    return _RecomputedACmix.apply(layer, x, *(layer.parameters() if params is None else params))

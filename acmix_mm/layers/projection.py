@@ -74,8 +74,23 @@ def _tuned(x: torch.Tensor) -> bool:
 def recording_graph() -> bool:
     """Whether a graph is being recorded (jit trace, torch.compile / torch.export, ONNX export),
     where shapes may be symbolic and the choice must not depend on timing."""
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or _in_onnx_export()
+
+
+def _onnx_export_check() -> Callable[[], bool]:
+    """``torch.onnx.is_in_onnx_export``, reading its two flags directly where this torch keeps them
+    as it does today: the function imports two modules on every call (6 us, and an ACmix layer
+    asks several times per step)."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+        bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
+    except (ImportError, AttributeError):
+        return torch.onnx.is_in_onnx_export
+    return lambda: bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
+
+
+_in_onnx_export = _onnx_export_check()
 
 
 def _onednn_matmul() -> Optional[Callable[..., torch.Tensor]]:

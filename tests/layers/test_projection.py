@@ -122,11 +122,25 @@ def test_projection_under_autograd_is_the_product():
         out, torch.einsum('oc,bchw->bohw', weight, x) + bias.view(1, -1, 1, 1))
 
 
-@pytest.mark.parametrize('module,name', [(torch.compiler, 'is_compiling'),
-                                         (torch.onnx, 'is_in_onnx_export')])
-def test_recorded_graphs_take_the_product_without_timing(module, name, monkeypatch):
+def _onnx_export_flags():
+    """The flags that ``torch.onnx.is_in_onnx_export`` reads: the TorchScript exporter's and the
+    dynamo exporter's (``projection.recording_graph`` reads them directly)."""
+    from torch.onnx._internal.exporter import _flags
+    from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    return {'onnx_torchscript': (GLOBALS, 'in_onnx_export'),
+            'onnx_dynamo': (_flags, '_is_onnx_exporting')}
+
+
+@pytest.mark.parametrize('recording', ['compiling', 'onnx_torchscript', 'onnx_dynamo'])
+def test_recorded_graphs_take_the_product_without_timing(recording, monkeypatch):
     """torch.export / ONNX export see symbolic shapes: no timing, no per-shape key."""
-    monkeypatch.setattr(module, name, lambda: True)
+    if recording == 'compiling':
+        monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    else:
+        owner, name = _onnx_export_flags()[recording]
+        monkeypatch.setattr(owner, name, True)
+        assert torch.onnx.is_in_onnx_export()  # the flag torch itself reads
+    assert projection.recording_graph()
     monkeypatch.setattr(projection, 'fastest', lambda key, candidates: pytest.fail('timed'))
     x, weight, bias = _inputs(torch.float32)
     with torch.no_grad():

@@ -59,8 +59,8 @@ def _source_digest() -> str:
 @functools.lru_cache(maxsize=None)
 def load_cpu_extension(verbose: bool = False) -> Optional[ModuleType]:
     """The compiled module (``sliding_window_forward``, ``sliding_window_backward``,
-    ``conv_path_forward``, ``conv_path_backward``, ``conv_path_pack``, ``acmix_mix_paths``,
-    ``acmix_stage_backward``), or None where it cannot be built."""
+    ``conv_path_forward``, ``conv_path_backward``, ``conv_path_pack``, ``conv_path_unpack``,
+    ``acmix_mix_paths``, ``acmix_stage_backward``), or None where it cannot be built."""
     from torch.utils.cpp_extension import load
     isa = _isa_flags()
     tag = 'avx512' if '-mavx512f' in isa else 'avx2' if isa else 'generic'

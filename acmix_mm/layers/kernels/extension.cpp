@@ -18,6 +18,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "ACmix convolution path, gradients of qkv (plus scaled addends), fc and dep_conv (CPU)");
   m.def("conv_path_pack", &acmix_mm::conv_path_pack,
         "dep_conv's weight and bias, times a scale, in the conv-path kernel's layout (CPU)");
+  m.def("conv_path_unpack", &acmix_mm::conv_path_unpack,
+        "the inverse of conv_path_pack (scale 1): dep_conv's layout of a packed weight and bias");
   m.def("acmix_mix_paths", &acmix_mm::acmix_mix_paths,
         "ACmix stage II for inference: positional term, attention and conv path (CPU)");
   m.def("acmix_stage_backward", &acmix_mm::acmix_stage_backward,

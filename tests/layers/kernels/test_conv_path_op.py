@@ -150,6 +150,18 @@ def test_kernel_packing_equals_folding_then_pack_weight(dtype, d, m, kernel, wit
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('d,m,kernel', [(3, 4, 3), (8, 1, 1), (12, 4, 3), (20, 2, 5)])
+def test_kernel_unpacking_inverts_the_packing(dtype, d, m, kernel):
+    """``conv_path_unpack`` (the training backward's, for dep_conv's gradients) reads the packed
+    layout back into dep_conv's, padding lanes dropped."""
+    weight = torch.randn(d * m, kernel * kernel, kernel, kernel, dtype=dtype)
+    bias = torch.randn(d * m, dtype=dtype)
+    packed, packed_bias = pack_weight(weight, bias, d)
+    got_weight, got_bias = load_cpu_extension().conv_path_unpack(packed, packed_bias, d)
+    assert torch.equal(got_weight, weight) and torch.equal(got_bias, bias)
+
+
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 @pytest.mark.parametrize('h,w,stride', [(9, 20, 1), (10, 19, 2), (7, 9, 1), (5, 6, 1), (6, 9, 2)])
 def test_in_place_addend_gives_the_same_result_in_the_addend(dtype, h, w, stride):
