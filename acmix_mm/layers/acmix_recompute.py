@@ -2,10 +2,11 @@
 
 The forward runs the inference computation (fused kernels, nothing kept for autograd) and saves
 ``x`` alone, which the layer before keeps anyway; the backward recomputes ``qkv`` from it and runs
-the backward of each stage directly: the attention operator's backward kernel, the conv-path
-kernel's backward (on the planar ``qkv``, strided ``dep_conv`` included, writing ``qkv``'s whole
-gradient with the attention's added; the composition under autograd where the C++ kernels are
-unavailable) and the three projections' backward (:func:`.projection.project_1x1_backward`).
+the backward of each stage directly. Stage II's is one call of the C++ extension where its kernels
+run (``acmix_stage_backward``: the attention's backward kernel, then the conv-path kernel's on the
+planar ``qkv``, strided ``dep_conv`` included, adding ``qkv``'s whole gradient in place to the
+attention's; :func:`_stage_backward` composes the operators elsewhere); then the three
+projections' backward (:func:`.projection.project_1x1_backward`).
 ``rate1``'s gradient ``<grad_out, attention>`` is ``<grad_v, v>`` (the attention is linear in
 ``v``) and ``rate2``'s comes the same way from ``dep_conv``'s weight and bias, so neither path's
 output is recomputed for them.
