@@ -46,19 +46,20 @@ def acmix_backward(layer: nn.Module, x: torch.Tensor, grad_out: torch.Tensor,
     c = layer.out_channels
     weight, bias = layer.projection_weights()
     qkv = layer.project(x, (weight, bias))
-    if fused_conv_path_applies(qkv, layer.conv_p.weight, layer.fc.weight, layer.dep_conv.weight,
-                               differentiable=True):
+    conv_p, fc, dep_conv = layer.conv_p, layer.fc, layer.dep_conv
+    if fused_conv_path_applies(qkv, conv_p.weight, conv_p.bias, fc.weight, fc.bias,
+                               dep_conv.weight, dep_conv.bias, differentiable=True):
         # stage II's backward in one call of the C++ extension
+        grid = layer.position_grid_flat(h, w, x.dtype, x.device)
         grad_qkv, *stage = run_kernel(
-            'acmix_stage_backward', grad_out, qkv, layer.position_grid_flat(h, w, x.dtype, x.device),
-            layer.conv_p.weight, layer.conv_p.bias, layer.fc.weight, layer.fc.bias,
-            layer.dep_conv.weight, layer.dep_conv.bias, layer.rate1.item(), layer.rate2,
-            layer.heads, layer.kernel_att, layer.stride, layer.dilation)
+            'acmix_stage_backward', grad_out, qkv, grid, conv_p.weight, conv_p.bias, fc.weight,
+            fc.bias, dep_conv.weight, dep_conv.bias, layer.rate1.item(), layer.rate2, layer.heads,
+            layer.kernel_att, layer.stride, layer.dilation)
         grads = dict(zip(_STAGE_GRADS, stage))
     else:
         grad_qkv, grads = _stage_backward(layer, qkv, grad_out)
-    grad_x, grad_weight, grad_bias = project_1x1_backward(x, weight, grad_qkv.reshape(b, 3 * c, h * w),
-                                                          need_x)
+    grad_x, grad_weight, grad_bias = project_1x1_backward(
+        x, weight, grad_qkv.reshape(b, 3 * c, h * w), need_x)
     for i, conv_i in enumerate((layer.conv1, layer.conv2, layer.conv3)):
         grads[f'conv{i + 1}.weight'] = grad_weight[i * c:(i + 1) * c].view_as(conv_i.weight)
         grads[f'conv{i + 1}.bias'] = grad_bias[i * c:(i + 1) * c]
