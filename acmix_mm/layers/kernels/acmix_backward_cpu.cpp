@@ -18,17 +18,12 @@ std::vector<at::Tensor> acmix_stage_backward(
     const c10::optional<at::Tensor>& fc_bias, const at::Tensor& dep_weight,
     const c10::optional<at::Tensor>& dep_bias, double rate1, const at::Tensor& rate2,
     int64_t heads, int64_t kernel_att, int64_t stride, int64_t dilation) {
-  TORCH_CHECK(qkv.dim() == 4 && qkv.is_contiguous() && qkv.size(1) % (3 * heads) == 0,
-              "qkv must be a contiguous (B, 3C, H, W) with C a multiple of heads");
+  const at::Tensor pe = stage_position_term(qkv, grid, conv_p_weight, conv_p_bias, heads);
   const int64_t B = qkv.size(0), C = qkv.size(1) / 3, H = qkv.size(2), W = qkv.size(3);
   const int64_t d = C / heads;
-  TORCH_CHECK(grid.dim() == 2 && grid.size(0) == 2 && grid.size(1) == H * W,
-              "grid must be (2, H * W)");
   TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == B && grad_out.size(1) == C,
               "grad_out must be (B, C, H_out, W_out)");
   const at::Tensor go = grad_out.contiguous();
-  const at::Tensor pe =
-      at::addmm(conv_p_bias.view({-1, 1}), conv_p_weight.view({-1, 2}), grid).view({d, H, W});
   const at::Tensor split = qkv.view({B, 3, heads, d, H, W});
   const at::Tensor v = split.select(1, 2);
   // The attention's gradients of q, k and v in one map, into which the conv path's are added.

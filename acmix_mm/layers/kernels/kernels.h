@@ -31,6 +31,11 @@ std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
                                        const at::Tensor& scale, int64_t d);
 std::vector<at::Tensor> conv_path_unpack(const at::Tensor& grad_packed,
                                          const at::Tensor& grad_packed_bias, int64_t d);
+// conv_p of the positional grid (2, H * W) as (d, H, W), after checking qkv (B, 3C, H, W) and the
+// grid: stage II's first step, forward and backward (acmix_inference_cpu.cpp).
+at::Tensor stage_position_term(const at::Tensor& qkv, const at::Tensor& grid,
+                               const at::Tensor& conv_p_weight, const at::Tensor& conv_p_bias,
+                               int64_t heads);
 at::Tensor acmix_mix_paths(const at::Tensor& qkv, const at::Tensor& grid,
                            const at::Tensor& conv_p_weight, const at::Tensor& conv_p_bias,
                            const at::Tensor& fc_weight, const c10::optional<at::Tensor>& fc_bias,
