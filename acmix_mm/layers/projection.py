@@ -84,10 +84,13 @@ def _onnx_export_check() -> Callable[[], bool]:
     try:
         from torch.onnx._internal.exporter import _flags
         from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-        bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
+
+        def check() -> bool:
+            return bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
+        check()  # both flags are where this torch keeps them
     except (ImportError, AttributeError):
         return torch.onnx.is_in_onnx_export
-    return lambda: bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
+    return check
 
 
 _in_onnx_export = _onnx_export_check()

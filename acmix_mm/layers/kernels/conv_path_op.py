@@ -52,15 +52,6 @@ def pack_weight(weight: torch.Tensor, bias: Optional[torch.Tensor],
     return packed, F.pad(bias.reshape(d, m).t(), (0, d_pad - d)).contiguous()
 
 
-def _unpack(grad_packed: torch.Tensor, grad_bias: torch.Tensor,
-            d: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The inverse of :func:`pack_weight` (padding dropped)."""
-    chunks, m, k, _, k2, lanes = grad_packed.shape
-    weight = grad_packed.permute(1, 2, 3, 4, 0, 5).reshape(m, k, k, k2, chunks * lanes)[..., :d]
-    weight = weight.permute(4, 0, 3, 1, 2).reshape(d * m, k2, k, k)
-    return weight, grad_bias[:, :d].t().reshape(d * m)
-
-
 def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weight: torch.Tensor,
                              fc_bias: Optional[torch.Tensor], packed: torch.Tensor, dilation: int,
                              stride: int = 1, addends: Sequence[torch.Tensor] = (),
@@ -89,7 +80,7 @@ def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weig
     grad_maps, grad_fc_w, grad_fc_b, grad_packed, grad_packed_bias = \
         run_kernel('conv_path_backward', grad_out, maps, fc_weight, fc_bias, packed, stride,
                    dilation, list(addends), float(addend_scale), in_place)
-    grad_w, grad_b = _unpack(grad_packed, grad_packed_bias, maps.shape[-1])
+    grad_w, grad_b = run_kernel('conv_path_unpack', grad_packed, grad_packed_bias, maps.shape[-1])
     return grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b
 
 
