@@ -308,6 +308,16 @@ class MixedRows {
     return slot;
   }
 
+  // Asks for the input rows that row(b, y) will read, where that row is still to be made from
+  // planar maps: T * D rows of channel planes, more streams than the hardware prefetcher follows.
+  void prefetch(int64_t b, int64_t y) const {
+    if (y < 0 || y >= g_.H || held_[y % ring_] == b * g_.H + y || qkv_.sx != 1 || qkv_.sc == 1)
+      return;
+    for (int64_t t = 0; t < g_.T; ++t)
+      for (int64_t c = 0; c < g_.D; ++c)
+        prefetch_elements(qkv_.at(b, y, 0) + t * qkv_.st + c * qkv_.sc, g_.W);
+  }
+
   // Row y of image b of planar maps as channels-last (W, T, D) (row_to_channels_last), made once
   // while it stays in the ring.
   const T* maps_row(int64_t b, int64_t y) {
@@ -332,6 +342,15 @@ class MixedRows {
   std::vector<T> maps_;  // (W, T, D) rows of planar maps, transposed
   std::vector<int64_t> maps_held_;
 };
+
+// Asks for the n columns of each of the C channel rows of a planar output row (and its addend's).
+template <typename T>
+void prefetch_planar_row(const OutRow<T>& row, int64_t C, int64_t n) {
+  for (int64_t c = 0; c < C; ++c) {
+    prefetch_elements(row.ptr + c * row.sc, n);
+    if (row.add && row.add != row.ptr) prefetch_elements(row.add + c * row.sc, n);
+  }
+}
 
 // The output (and the optional addend, same strides): element (b, yo, xo, c) at
 // b * sb + yo * sy + xo * sx + c * sc.
@@ -364,6 +383,11 @@ void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, con
       for (int64_t a = 0; a < g.kernel; ++a)
         rows[a] = mixed.row(b, yo * g.stride + a * g.dilation - g.pad);
       const OutRow<T> row = out.row(b, yo);
+      if (task + 1 < end && yo + 1 < g.Ho) {  // the next row's new input rows and its output
+        for (int64_t a = 0; a < g.kernel; ++a)
+          mixed.prefetch(b, (yo + 1) * g.stride + a * g.dilation - g.pad);
+        if (planar) prefetch_planar_row(out.row(b, yo + 1), C, g.Wo);
+      }
       if (!planar) {
         output_row(rows.data(), weight, bias, g, row);
         continue;
@@ -582,6 +606,16 @@ class GradRows {
         size_(g.chunks() * (g.Wo + 2 * g.pad) * g.M * g.lanes), cache_(ring_ * size_, T(0)),
         held_(ring_, -1) {}
 
+  // Asks for the planar rows that row(b, yo) will read, where it is still to be made.
+  void prefetch(int64_t b, int64_t yo) const {
+    if (yo < 0 || yo >= g_.Ho || yo % go_.step != 0 || held_[yo % ring_] == b * g_.Ho + yo ||
+        go_.sc == 1 || go_.sx != 1)
+      return;
+    const T* src_row = go_.ptr + b * go_.sb + yo / go_.step * go_.sy;
+    for (int64_t c = 0; c < g_.D * g_.M; ++c)
+      prefetch_elements(src_row + c * go_.sc, (g_.Wo - 1) / go_.step + 1);
+  }
+
   // Gradient row yo of image b, or null outside the map and for the rows between a step's.
   const T* row(int64_t b, int64_t yo) {
     if (yo < 0 || yo >= g_.Ho || yo % go_.step != 0) return nullptr;
@@ -626,6 +660,19 @@ void store_planar_row(const T* row, const QkvGrad<T>& out, const ConvGeometry& g
   }
 }
 
+// Asks for the rows of planar gradient row r and of its addends (store_planar_row's).
+template <typename T>
+void prefetch_planar_rows(const QkvGrad<T>& out, const ConvGeometry& g, int64_t b, int64_t r) {
+  const int64_t per = out.addends.empty() ? 1 : g.T / static_cast<int64_t>(out.addends.size());
+  for (int64_t t = 0; t < g.T; ++t)
+    for (int64_t c = 0; c < g.D; ++c) {
+      prefetch_elements(out.ptr + (((b * g.T + t) * g.D + c) * g.H + r) * g.W, g.W);
+      if (!out.addends.empty())
+        prefetch_elements(
+            out.addends[t / per] + (((b * per + t % per) * g.D + c) * g.H + r) * g.W, g.W);
+    }
+}
+
 // One pass over the rows r (stride 1, so output row r sits over input row r): the gradients of
 // dep_conv's weight and bias from output row r, those of qkv and fc from input row r. Rows of
 // planar maps are transposed to channels-last first, once for mixing and fc's gradients alike.
@@ -648,6 +695,13 @@ void backward_impl(const GradMap<T>& go, const StridedMaps<T>& qkv, const T* fc_
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / g.H, r = task % g.H;
       for (int64_t a = 0; a < g.kernel; ++a) go_rows[a] = grads.row(b, r + g.pad - a * g.dilation);
+      if (task + 1 < end && r + 1 < g.H) {  // the rows that row r + 1 reads first
+        for (int64_t a = 0; a < g.kernel; ++a) {
+          grads.prefetch(b, r + 1 + g.pad - a * g.dilation);
+          mixed.prefetch(b, r + 1 + a * g.dilation - g.pad);
+        }
+        if (out.planar) prefetch_planar_rows(out, g, b, r + 1);
+      }
       const T* go_row = go_rows[g.kernel / 2];  // output row r
       for (int64_t ch = 0; ch < g.chunks() && go_row; ++ch)
         for (int64_t m = 0; m < g.M; ++m) {

@@ -33,6 +33,25 @@ constexpr int64_t kVectorBytes = ACMIX_WIDE_BYTES;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// Asks the cache for the line holding p. An asm statement on x86-64: GCC finds a function whose
+// only effects are __builtin_prefetch calls pure and deletes the calls to it (it did so to
+// RowWork::prefetch_rows, at -O1 and above).
+inline void prefetch_line(const void* p) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
+// prefetch_line for every cache line of the n elements from p.
+template <typename T>
+inline void prefetch_elements(const T* p, int64_t n) {
+  constexpr int64_t line = 64 / sizeof(T);
+  for (int64_t x = 0; x < n; x += line) prefetch_line(p + x);
+  if (n > 0) prefetch_line(p + n - 1);  // the last line, where p is not line-aligned
+}
+
 // Calls f(std::integral_constant<int, n>()) for a run-time 1 <= n <= N: a register block's size
 // chosen at run time, compiled for each size (n >= N runs N, n <= 1 runs 1).
 template <int N, typename F>
