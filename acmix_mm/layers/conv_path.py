@@ -144,7 +144,7 @@ def conv_path_backward(qkv: torch.Tensor, grad_out: torch.Tensor, fc: nn.Conv2d,
                          + ('' if len(addends) != 1 else ' (not contiguous)'))
     addends = [a.contiguous() for a in addends]
     if fused_conv_path_applies(qkv, fc.weight, weight, *addends, differentiable=True):
-        packed, _ = pack_weight(weight * out_scale, None, d)
+        packed, _ = pack_weight(weight, None, d, scale=out_scale)
         maps = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
         grad_maps, grad_fc_w, grad_fc_b, grad_w, grad_b = fused_conv_path_backward(
             grad_out.permute(0, 2, 3, 1), maps.permute(0, 3, 4, 1, 2),

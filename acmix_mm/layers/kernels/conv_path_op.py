@@ -11,7 +11,6 @@ backward (planar or channels-last maps, any stride) recomputes the mixed maps.
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from .cpu_extension import load_cpu_extension, run_kernel
 from .sliding_window_op import selected_backend
@@ -35,21 +34,18 @@ def fused_conv_path_applies(*tensors: Optional[torch.Tensor], differentiable: bo
             and selected_backend(first.device, first.dtype) == 'cpp')
 
 
-def pack_weight(weight: torch.Tensor, bias: Optional[torch.Tensor],
-          d: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def pack_weight(weight: torch.Tensor, bias: Optional[torch.Tensor], d: int,
+                scale: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``dep_conv``'s ``(d * M, k^2, k, k)`` weight as ``(chunks, M, k, k, k^2, lanes)`` and its
     bias as ``(M, d_pad)``, channels zero-padded to whole vectors of the kernel (``lanes``: the
     extension's ``vector_bytes``, 64 where it is built for AVX-512, else 32, over the element
-    size)."""
-    c_out, k2, k, _ = weight.shape
-    m = c_out // d
-    lanes = load_cpu_extension().vector_bytes // weight.element_size()
-    d_pad = -(-d // lanes) * lanes
-    packed = weight.reshape(d, m, k2, k, k).permute(1, 3, 4, 2, 0)
-    packed = F.pad(packed, (0, d_pad - d)).reshape(m, k, k, k2, -1, lanes)
-    packed = packed.permute(4, 0, 1, 2, 3, 5).contiguous()
-    bias = weight.new_zeros(c_out) if bias is None else bias
-    return packed, F.pad(bias.reshape(d, m).t(), (0, d_pad - d)).contiguous()
+    size); both times ``scale`` (``(1,)`` or ``(d * M,)``) where given. The extension's
+    ``conv_path_pack`` (no gradient flows through it)."""
+    if scale is None:
+        scale = weight.new_ones(1)
+    packed, packed_bias = load_cpu_extension().conv_path_pack(
+        weight.detach(), None if bias is None else bias.detach(), scale.detach(), d)
+    return packed, packed_bias
 
 
 def fused_conv_path_backward(grad_out: torch.Tensor, maps: torch.Tensor, fc_weight: torch.Tensor,

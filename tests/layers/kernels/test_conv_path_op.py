@@ -135,18 +135,38 @@ def test_backward_refuses_strided_calls():
         fused_conv_path(maps, fc.weight, fc.bias, dep_conv.weight, dep_conv.bias, 2, 1)
 
 
+def _packing_by_reshapes(weight, bias, d):
+    """The kernel's layout of dep_conv's weight and bias by tensor reshapes: weight
+    ``(d * M, K2, k, k)`` as ``(chunks, M, k, k, K2, lanes)`` (output channel ``c * M + m`` in
+    lane ``c % lanes`` of chunk ``c // lanes``), bias as ``(M, d_pad)``, padding lanes zero."""
+    c_out, k2, k, _ = weight.shape
+    m = c_out // d
+    lanes = load_cpu_extension().vector_bytes // weight.element_size()
+    d_pad = -(-d // lanes) * lanes
+    packed = weight.reshape(d, m, k2, k, k).permute(1, 3, 4, 2, 0)
+    packed = torch.nn.functional.pad(packed, (0, d_pad - d)).reshape(m, k, k, k2, -1, lanes)
+    bias = weight.new_zeros(c_out) if bias is None else bias
+    return (packed.permute(4, 0, 1, 2, 3, 5).contiguous(),
+            torch.nn.functional.pad(bias.reshape(d, m).t(), (0, d_pad - d)))
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('d,m,kernel', [(3, 4, 3), (8, 1, 1), (12, 4, 3), (20, 2, 5)])
-@pytest.mark.parametrize('with_bias,per_channel', [(True, False), (False, False), (True, True)])
-def test_kernel_packing_equals_folding_then_pack_weight(dtype, d, m, kernel, with_bias,
-                                                        per_channel):
-    """``conv_path_pack`` (the fused inference call's) lays out ``scale * weight`` and
-    ``scale * bias`` exactly as :func:`pack_weight` after ``conv_path``'s folding."""
+@pytest.mark.parametrize('with_bias,scale', [(True, None), (False, 'one'), (True, 'channels')])
+def test_pack_weight_lays_out_the_scaled_weight_for_the_kernel(dtype, d, m, kernel, with_bias,
+                                                               scale):
+    """:func:`pack_weight` (the extension's ``conv_path_pack``) lays out ``scale * weight`` and
+    ``scale * bias`` (scale one value or one per output channel) as the reshapes above do."""
     weight = torch.randn(d * m, kernel * kernel, kernel, kernel, dtype=dtype)
     bias = torch.randn(d * m, dtype=dtype) if with_bias else None
-    scale = torch.randn(d * m if per_channel else 1, dtype=dtype)
-    want = pack_weight(weight * scale.view(-1, 1, 1, 1), None if bias is None else bias * scale, d)
-    got = load_cpu_extension().conv_path_pack(weight, bias, scale, d)
+    factor = {None: None, 'one': torch.randn(1, dtype=dtype),
+              'channels': torch.randn(d * m, dtype=dtype)}[scale]
+    if factor is None:
+        want = _packing_by_reshapes(weight, bias, d)
+    else:
+        want = _packing_by_reshapes(weight * factor.view(-1, 1, 1, 1),
+                                    None if bias is None else bias * factor, d)
+    got = pack_weight(weight, bias, d, scale=factor)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
