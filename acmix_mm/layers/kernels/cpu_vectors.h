@@ -33,14 +33,16 @@ constexpr int64_t kVectorBytes = ACMIX_WIDE_BYTES;
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Asks the cache for the line holding p. An asm statement on x86-64: GCC finds a function whose
-// only effects are __builtin_prefetch calls pure and deletes the calls to it (it did so to
-// RowWork::prefetch_rows, at -O1 and above).
+// Asks for the line holding p in the second-level cache: the rows a kernel asks for ahead of a
+// whole output row are more than the first level holds at detection sizes (a conv-path row at 64
+// channels, 336 wide: 192 rows, 258 KB), which prefetching into it would only evict again. An asm
+// statement on x86-64: GCC finds a function whose only effects are __builtin_prefetch calls pure
+// and deletes the calls to it (it did so to RowWork::prefetch_rows, at -O1 and above).
 inline void prefetch_line(const void* p) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+  asm volatile("prefetcht1 %0" : : "m"(*static_cast<const char*>(p)));
 #else
-  __builtin_prefetch(p);
+  __builtin_prefetch(p, 0, 2);
 #endif
 }
 
