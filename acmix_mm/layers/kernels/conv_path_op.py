@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .cpu_extension import load_cpu_extension, run_kernel
+from .cpu_extension import run_kernel
 from .sliding_window_op import selected_backend
 
 
@@ -43,8 +43,8 @@ def pack_weight(weight: torch.Tensor, bias: Optional[torch.Tensor], d: int,
     ``conv_path_pack`` (no gradient flows through it)."""
     if scale is None:
         scale = weight.new_ones(1)
-    packed, packed_bias = load_cpu_extension().conv_path_pack(
-        weight.detach(), None if bias is None else bias.detach(), scale.detach(), d)
+    packed, packed_bias = run_kernel('conv_path_pack', weight.detach(),
+                                     None if bias is None else bias.detach(), scale.detach(), d)
     return packed, packed_bias
 
 
