@@ -85,7 +85,10 @@ class ACmixWindowMSA(WindowMSA):
         ws, heads = window_size, self.num_heads
         x = qkv.view(b, h // ws, ws, w // ws, ws, 3, heads, c3 // (3 * heads))
         x = x.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, ws * ws, c3 // (3 * heads))
-        return x[0], x[1], x[2]
+        # unbind: its backward stacks the three gradients in one copy, where indexing's fills a
+        # zero (3, ...) tensor per index and sums the three
+        q, k, v = x.unbind(0)
+        return q, k, v
 
     def attention_bias(self, mask: Optional[torch.Tensor], windows: int) -> torch.Tensor:
         """Relative position bias plus the shift mask, for every window and head.
@@ -100,7 +103,7 @@ class ACmixWindowMSA(WindowMSA):
         """
         n = self.relative_position_index.shape[0]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (N, n, n)
+        bias = bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()  # (N, n, n)
         if mask is None:
             return bias.expand(windows, -1, -1, -1)
         bias = mask.unsqueeze(1) + bias  # (num_windows, N, n, n)
