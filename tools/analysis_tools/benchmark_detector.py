@@ -7,7 +7,7 @@ its fastest iteration. Writes a markdown table with the ratios and a PNG chart.
 
     python tools/analysis_tools/benchmark_detector.py --out docs/benchmarks_mask_rcnn \
         [--size 800 1333] [--batch 2] [--repeat 2] [--rounds 2] [--threads 2]
-        [--device cpu|cuda] [--amp]
+        [--proposals seeded|model] [--device cpu|cuda] [--amp]
 
 With ``--device cuda`` or ``--amp`` both models are built in this process and whole training
 iterations (mmengine ``train_step``: forward, losses, backward, AdamW step; AmpOptimWrapper with
@@ -37,8 +37,19 @@ CASES = {  # name -> (config, baseline)
 }
 
 
-def measure(name, mode, size, batch, repeat):
-    """One training iteration of a case, in this process: seconds (fastest) or peak memory."""
+PROPOSAL_NOTES = {
+    'seeded': 'the RoI heads of both train on the same seeded random proposals (1000 per image, '
+              '`--proposals seeded`: the RPNs run as always, their proposals are replaced)',
+    'model': 'each RoI head trains on its own RPN\'s proposals (`--proposals model`; at random '
+             'initialisation their sizes, and so RoIAlign\'s cost, differ by chance)',
+}
+
+
+def measure(name, mode, size, batch, repeat, proposals='seeded'):
+    """One training iteration of a case, in this process: seconds (fastest) or peak memory.
+    With ``proposals='seeded'`` the RoI head trains on
+    :func:`~acmix_mm.testing.seeded_proposals.seeded_proposals` and every iteration starts from
+    the same random state (so its RoI sampling picks the same RoIs), whatever the backbone."""
     import torch
     from mmdet.registry import MODELS
 
@@ -46,10 +57,15 @@ def measure(name, mode, size, batch, repeat):
     from acmix_mm.testing import build_model, detection_batch, framework_model_cfg
     model = build_model(MODELS, framework_model_cfg(CASES[name][0]))
     model.train()
+    if proposals == 'seeded':
+        from acmix_mm.testing.seeded_proposals import use_seeded_proposals
+        use_seeded_proposals(model)
     data = model.data_preprocessor(detection_batch(batch, tuple(size)), True)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step():
+        if proposals == 'seeded':
+            torch.manual_seed(0)
         losses = model(**data, mode='loss')
         sum(v.sum() if isinstance(v, torch.Tensor) else sum(v) for v in losses.values()).backward()
         for p in params:
@@ -70,7 +86,8 @@ def measure(name, mode, size, batch, repeat):
 def run_case(args, name, mode):
     return run_worker(osp.abspath(__file__),
                       ['--worker', name, mode, '--size', *map(str, args.size), '--batch',
-                       str(args.batch), '--repeat', str(args.repeat), '--cpu-allocator',
+                       str(args.batch), '--repeat', str(args.repeat), '--proposals',
+                       args.proposals, '--cpu-allocator',
                        'system' if mode == 'memory' else args.cpu_allocator], args.threads,
                       measure_memory=mode == 'memory')
 
@@ -148,13 +165,26 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
                         help='float16 AmpOptimWrapper on CUDA (bfloat16 autocast on the CPU)')
+    parser.add_argument(
+        '--proposals', choices=['seeded', 'model'], default=None,
+        help='what the RoI heads train on (CPU, one process per case): "seeded" (default) the '
+        'same seeded random proposals for both detectors, so that their RoI heads do the same '
+        'work (see acmix_mm/testing/seeded_proposals.py), "model" each RPN\'s own (at random '
+        'initialisation their sizes, and so RoIAlign\'s cost, differ by chance); with --device '
+        'cuda or --amp only "model"')
     args = parser.parse_args(argv)
+    in_process = args.device == 'cuda' or args.amp
+    if args.proposals == 'seeded' and in_process:
+        parser.error('--proposals seeded: only for the CPU measurement in one process per case; '
+                     'with --device cuda or --amp the detectors train on their own proposals '
+                     '(--proposals model)')
+    args.proposals = args.proposals or ('model' if in_process else 'seeded')
     if args.worker:
         note = configure_cpu_allocator(args.cpu_allocator, on_cpu=True)
-        result = measure(*args.worker, args.size, args.batch, args.repeat)
+        result = measure(*args.worker, args.size, args.batch, args.repeat, args.proposals)
         print(json.dumps(dict(result, allocator=note)))
         return 0
-    if args.device == 'cuda' or args.amp:
+    if in_process:
         return main_in_process(args, argv)
     from mmengine.utils import ProgressBar
     jobs = [(name, mode) for name in CASES for mode in ('train', 'memory')]
@@ -172,7 +202,8 @@ def main(argv=None):
         f'Mask R-CNN training iteration (forward, losses, backward) on a batch of '
         f'{args.batch} random {args.size[0]}x{args.size[1]} images with 3 boxes and masks '
         f'each (`configs/mmdet/mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
-        f'`mask-rcnn_r50_fpn_1x_coco.py`); fastest of {args.repeat} iterations in each of '
+        f'`mask-rcnn_r50_fpn_1x_coco.py`); {PROPOSAL_NOTES[args.proposals]}; fastest of '
+        f'{args.repeat} iterations in each of '
         f'{args.rounds} alternating passes. Peak memory: growth of the peak resident memory '
         f'over one iteration, in a process that returns freed memory at once.', md,
         list(best.values()))
