@@ -56,7 +56,7 @@ def use_seeded_proposals(model: nn.Module, num: int = 1000, seed: int = 0) -> No
     """Makes a two-stage mmdet detector's RoI head train on :func:`seeded_proposals`.
 
     ``model.rpn_head.loss_and_predict`` still runs (losses and proposal generation, as timed);
-    the proposals it returns are replaced, on the device of the RPN's own.
+    the proposals it returns are replaced, on the device of the features.
 
     Raises:
         ValueError: where ``model`` has no ``rpn_head`` (not a two-stage detector).
@@ -68,8 +68,7 @@ def use_seeded_proposals(model: nn.Module, num: int = 1000, seed: int = 0) -> No
     loss_and_predict = rpn_head.loss_and_predict
 
     def seeded_loss_and_predict(x, batch_data_samples, proposal_cfg=None):
-        losses, own = loss_and_predict(x, batch_data_samples, proposal_cfg=proposal_cfg)
-        device = own[0].bboxes.device if own else x[0].device
-        return losses, [p.to(device) for p in seeded_proposals(batch_data_samples, num, seed)]
+        losses, _ = loss_and_predict(x, batch_data_samples, proposal_cfg=proposal_cfg)
+        return losses, [p.to(x[0].device) for p in seeded_proposals(batch_data_samples, num, seed)]
 
     rpn_head.loss_and_predict = seeded_loss_and_predict

@@ -45,9 +45,9 @@ PROPOSAL_NOTES = {
 }
 
 
-def measure(name, mode, size, batch, repeat, proposals='seeded'):
+def measure(name, mode, size, batch, repeat, proposals):
     """One training iteration of a case, in this process: seconds (fastest) or peak memory.
-    With ``proposals='seeded'`` the RoI head trains on
+    With ``proposals='seeded'`` (``--proposals``) the RoI head trains on
     :func:`~acmix_mm.testing.seeded_proposals.seeded_proposals` and every iteration starts from
     the same random state (so its RoI sampling picks the same RoIs), whatever the backbone."""
     import torch
