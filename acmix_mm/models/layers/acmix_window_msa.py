@@ -5,6 +5,7 @@ attention path (relative position bias, shift mask, softmax, ``attn @ v``, ``pro
 map feeds the convolution path (``fc`` with bias, shift-initialised ``dep_conv``), which is not
 passed through ``proj``. ``out = rate1 * attention + rate2 * convolution``, then ``proj_drop``.
 """
+import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -14,7 +15,8 @@ from mmpretrain.models.utils.attention import ShiftWindowMSA as PretrainShiftWin
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ...layers import build_dep_conv, build_fc, conv_path_channels_last, shift_init_
+from ...layers import (build_dep_conv, build_fc, conv_path_channels_last, pad_and_roll,
+                       roll_and_crop, shift_init_)
 from ...layers.acmix_triton import fc_bias_map, folded_conv_weight, qkv_channel_order
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
 from ...layers.projection import project_tokens
@@ -27,6 +29,15 @@ def _wrapped(linear: nn.Module) -> bool:
     would bypass."""
     return (type(linear) is not nn.Linear or bool(linear._forward_hooks)
             or bool(linear._forward_pre_hooks))
+
+
+@functools.lru_cache(maxsize=64)
+def shift_mask(padded_hw: Tuple[int, int], window_size: int, shift: int,
+               device: torch.device) -> Optional[torch.Tensor]:
+    """mmpretrain's ``ShiftWindowMSA.get_attn_mask``, made once per map size, window, shift and
+    device (it depends on nothing else): ``(num_windows, n, n)`` of 0 / -100, or None without a
+    shift. Shared by every caller, so never modified in place."""
+    return PretrainShiftWindowMSA.get_attn_mask(padded_hw, window_size, shift, device)
 
 
 class ACmixWindowMSA(WindowMSA):
@@ -173,24 +184,19 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         if length != h * w:
             raise ValueError(f'query has {length} tokens, hw_shape {tuple(hw_shape)} needs {h * w}')
         ws = self.window_size
-        x = query.view(b, h, w, c)
-        if h % ws or w % ws:
-            x = F.pad(x, (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))
-        h_pad, w_pad = x.shape[1:3]
+        padded_hw = (h + (ws - h % ws) % ws, w + (ws - w % ws) % ws)
         shift = self.shift_size if min(h, w) > ws else 0
-        if shift:
-            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        mask = PretrainShiftWindowMSA.get_attn_mask((h_pad, w_pad), ws, shift, x.device)
+        x = pad_and_roll(query.view(b, h, w, c), padded_hw, shift)
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # sizes may be traced
+            mask = PretrainShiftWindowMSA.get_attn_mask(padded_hw, ws, shift, x.device)
+        else:
+            mask = shift_mask(padded_hw, ws, shift, x.device)
 
         if x.is_cuda and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             x = self.attend_fused(x, mask)
         else:
             x = self.attend_composed(x, mask)
-        x = self.w_msa.proj_drop(x)
-
-        if shift:
-            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        x = x[:, :h, :w, :].reshape(b, h * w, c)
+        x = roll_and_crop(self.w_msa.proj_drop(x), (h, w), shift).view(b, h * w, c)
         return self.drop(x)
 
     def attend_composed(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
