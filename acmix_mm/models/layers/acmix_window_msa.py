@@ -20,6 +20,7 @@ from ...layers import (build_dep_conv, build_fc, conv_path_channels_last, pad_an
 from ...layers.acmix_triton import fc_bias_map, folded_conv_weight, qkv_channel_order
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
 from ...layers.projection import project_tokens
+from ...layers.window_rows import gather_rows, window_row_index
 from ...layers._validation import check_heads, check_int, check_odd_kernel, check_positive_int
 
 
@@ -29,6 +30,13 @@ def _wrapped(linear: nn.Module) -> bool:
     would bypass."""
     return (type(linear) is not nn.Linear or bool(linear._forward_hooks)
             or bool(linear._forward_pre_hooks))
+
+
+def _gathers_rows(x: torch.Tensor) -> bool:
+    """Whether the window partition and reverse of ``x`` run as row gathers
+    (:mod:`acmix_mm.layers.window_rows`): on the CPU, outside traces (which keep the permutes)."""
+    return x.device.type == 'cpu' and not (torch.jit.is_tracing()
+                                           or torch.compiler.is_compiling())
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,6 +102,10 @@ class ACmixWindowMSA(WindowMSA):
         """
         b, h, w, c3 = qkv.shape
         ws, heads = window_size, self.num_heads
+        if _gathers_rows(qkv):
+            index, inverse = window_row_index(b, h, w, ws, 3, heads, qkv.device)
+            x = gather_rows(qkv.reshape(-1, c3 // (3 * heads)), index, inverse)
+            return x.view(3, -1, ws * ws, c3 // (3 * heads)).unbind(0)
         x = qkv.view(b, h // ws, ws, w // ws, ws, 3, heads, c3 // (3 * heads))
         x = x.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, ws * ws, c3 // (3 * heads))
         # unbind: its backward stacks the three gradients in one copy, where indexing's fills a
@@ -277,8 +289,14 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         ws = self.window_size
         msa = self.w_msa
         # window reverse and head merge in one copy
-        heads = heads.reshape(b, h_pad // ws, w_pad // ws, msa.num_heads, ws, ws, -1)
-        heads = heads.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, c)
+        if _gathers_rows(heads):
+            index, inverse = window_row_index(b, h_pad, w_pad, ws, 1, msa.num_heads,
+                                              heads.device)
+            heads = gather_rows(heads.reshape(-1, c // msa.num_heads), inverse, index)
+            heads = heads.view(-1, c)
+        else:
+            heads = heads.reshape(b, h_pad // ws, w_pad // ws, msa.num_heads, ws, ws, -1)
+            heads = heads.permute(0, 1, 4, 2, 5, 3, 6).reshape(-1, c)
         weight = (msa.rate1 * msa.proj.weight).to(heads.dtype)
         if heads.is_cuda:
             x = torch.addmm(out_conv.reshape(-1, c), heads, weight.t())
