@@ -146,8 +146,15 @@ void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const Conv
   constexpr int kXB = 3, kJB = 3, kWideJB = ACMIX_WIDE_BYTES == 64 ? 9 : 3;
   const int64_t L = g.lanes, col = g.K2 * L;
   const int64_t full = qkv.sc == 1 ? g.D / L : 0;  // chunks done with vectors
-  for (int64_t ch = 0; ch < full; ++ch)
-    for (int64_t x = 0; x < g.W; x += kXB) {
+  // positions outside, chunks inside: each position's T * D maps are read while in the first-level
+  // cache, in one sweep along the row (chunk by chunk, the row was read once per chunk, half a
+  // cache line at a time, and the loads waited on memory)
+  const int64_t span = (g.T - 1) * qkv.st + g.D;  // one position's maps
+  for (int64_t x = 0; x < g.W && full; x += kXB) {
+    // the positions two blocks ahead, which the loads below would otherwise wait for
+    for (int64_t p = x + 2 * kXB; p < std::min<int64_t>(x + 3 * kXB, g.W); ++p)
+      prefetch_elements(qkv.at(b, y, p), span);
+    for (int64_t ch = 0; ch < full; ++ch) {
       const int xb = static_cast<int>(std::min<int64_t>(kXB, g.W - x));
       const T* src = qkv.at(b, y, x) + ch * L;
       T* dst = row + ch * g.row_chunk() + (x + g.pad) * col;
@@ -161,6 +168,7 @@ void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const Conv
           mix_block<T, XB(), JB()>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
         });
     }
+  }
   const int64_t x_vec = full == 0 && qkv.sx == 1 ? g.W / L * L : 0;  // planar maps (ResNet)
   for (int64_t c = 0; c < g.D && x_vec; ++c)
     for (int64_t x = 0; x < x_vec; x += L)
