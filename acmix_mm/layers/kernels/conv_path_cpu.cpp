@@ -138,36 +138,42 @@ void mix_positions(const T* src, int64_t st, const T* fc_w, const T* fc_b, int64
 }
 
 // One mixed row, laid out row[((chunk * (W + 2 pad) + x + pad) * K2 + j) * lanes + lane];
-// padding columns and lanes c >= d are left as they are (zero).
+// padding columns and lanes c >= d are left as they are (zero). `from_memory`: the maps come from
+// the map itself rather than a row just transposed into the cache.
 template <typename T>
 void mix_row(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const ConvGeometry& g,
-             int64_t b, int64_t y, T* row) {
+             int64_t b, int64_t y, T* row, bool from_memory) {
   // 27 sums fill 27 of AVX-512's 32 vector registers; AVX2 has 16
   constexpr int kXB = 3, kJB = 3, kWideJB = ACMIX_WIDE_BYTES == 64 ? 9 : 3;
   const int64_t L = g.lanes, col = g.K2 * L;
   const int64_t full = qkv.sc == 1 ? g.D / L : 0;  // chunks done with vectors
-  // positions outside, chunks inside: each position's T * D maps are read while in the first-level
-  // cache, in one sweep along the row (chunk by chunk, the row was read once per chunk, half a
-  // cache line at a time, and the loads waited on memory)
-  const int64_t span = (g.T - 1) * qkv.st + g.D;  // one position's maps
-  for (int64_t x = 0; x < g.W && full; x += kXB) {
-    // the positions two blocks ahead, which the loads below would otherwise wait for
-    for (int64_t p = x + 2 * kXB; p < std::min<int64_t>(x + 3 * kXB, g.W); ++p)
-      prefetch_elements(qkv.at(b, y, p), span);
-    for (int64_t ch = 0; ch < full; ++ch) {
-      const int xb = static_cast<int>(std::min<int64_t>(kXB, g.W - x));
-      const T* src = qkv.at(b, y, x) + ch * L;
-      T* dst = row + ch * g.row_chunk() + (x + g.pad) * col;
-      int64_t j = 0;
-      for (; j + kWideJB <= g.K2; j += kWideJB)  // 27 sums: fewer loads per product
-        with_count<kXB>(xb, [&](auto XB) {
-          mix_block<T, XB(), kWideJB>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
-        });
-      for (; j < g.K2; j += kJB)
-        with_block_shape(xb, std::min<int64_t>(kJB, g.K2 - j), [&](auto XB, auto JB) {
-          mix_block<T, XB(), JB()>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
-        });
+  auto block = [&](int64_t ch, int64_t x) {
+    const int xb = static_cast<int>(std::min<int64_t>(kXB, g.W - x));
+    const T* src = qkv.at(b, y, x) + ch * L;
+    T* dst = row + ch * g.row_chunk() + (x + g.pad) * col;
+    int64_t j = 0;
+    for (; j + kWideJB <= g.K2; j += kWideJB)  // 27 sums: fewer loads per product
+      with_count<kXB>(xb, [&](auto XB) {
+        mix_block<T, XB(), kWideJB>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
+      });
+    for (; j < g.K2; j += kJB)
+      with_block_shape(xb, std::min<int64_t>(kJB, g.K2 - j), [&](auto XB, auto JB) {
+        mix_block<T, XB(), JB()>(src, qkv.sx, qkv.st, fc_w, fc_b, g.T, j, dst, col, L);
+      });
+  };
+  if (from_memory) {
+    // positions outside, chunks inside: each position's maps are used while in the first-level
+    // cache, in one sweep along the row, and the positions two blocks ahead are asked for (chunk
+    // by chunk, the loads read half a cache line of each map per pass and waited on memory)
+    const int64_t span = (g.T - 1) * qkv.st + g.D;  // one position's maps
+    for (int64_t x = 0; x < g.W && full; x += kXB) {
+      for (int64_t p = x + 2 * kXB; p < std::min<int64_t>(x + 3 * kXB, g.W); ++p)
+        prefetch_elements(qkv.at(b, y, p), span);
+      for (int64_t ch = 0; ch < full; ++ch) block(ch, x);
     }
+  } else {
+    for (int64_t ch = 0; ch < full; ++ch)
+      for (int64_t x = 0; x < g.W; x += kXB) block(ch, x);
   }
   const int64_t x_vec = full == 0 && qkv.sx == 1 ? g.W / L * L : 0;  // planar maps (ResNet)
   for (int64_t c = 0; c < g.D && x_vec; ++c)
@@ -307,9 +313,9 @@ class MixedRows {
       if (planar_) {
         const int64_t td = g_.T * g_.D;
         const StridedMaps<T> row_maps{maps_row(b, y), 0, 0, td, g_.D, 1};
-        mix_row(row_maps, fc_w_, fc_b_, g_, 0, 0, slot);
+        mix_row(row_maps, fc_w_, fc_b_, g_, 0, 0, slot, false);
       } else {
-        mix_row(qkv_, fc_w_, fc_b_, g_, b, y, slot);
+        mix_row(qkv_, fc_w_, fc_b_, g_, b, y, slot, true);
       }
       held_[y % ring_] = b * g_.H + y;
     }

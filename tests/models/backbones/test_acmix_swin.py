@@ -120,6 +120,31 @@ def test_shift_window_attention_gradients_match_spec(h, w, shift, path, monkeypa
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize('h,w,shift', [(10, 17, 3), (14, 14, 0)])
+def test_traced_window_attention_takes_the_permutes_and_matches_eager(h, w, shift):
+    """A trace records F.pad, torch.roll and the permuting window partition (which FLOP counting
+    and export read) where eager CPU runs use pad_and_roll and the row gathers: same outputs."""
+    attn = randomised_shift_window_msa(shift).eval()
+    x = torch.randn(2, h * w, 8, dtype=torch.float64)
+
+    class OnMap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, t):
+            return self.attn(t, (h, w))
+
+    with torch.no_grad():
+        traced = torch.jit.trace(OnMap(), (x, ), check_trace=False)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert 'aten::index_select' not in kinds and 'prim::PythonOp' not in kinds
+    assert ('aten::roll' in kinds) == bool(shift)
+    torch.testing.assert_close(traced(x), attn(x, (h, w)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(attn(x, (h, w)), spec_shift_window_msa(attn, x, h, w, shift),
+                               rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize('choice', ['blas', 'onednn'])
 def test_float32_window_attention_with_either_timed_product_matches_spec(choice, monkeypatch):
     """float32 on the CPU runs ``qkv`` and ``proj`` through the timed product
