@@ -51,28 +51,17 @@ def _cyclic_copy(x: torch.Tensor, out_hw: Tuple[int, int], period: Tuple[int, in
     return out
 
 
-class _PadAndRoll(torch.autograd.Function):
+class _CyclicShift(torch.autograd.Function):
+    """:func:`_pad_and_roll` (``padding``) or :func:`_roll_and_crop`; each the other's backward."""
 
     @staticmethod
-    def forward(ctx, x, padded_hw, shift):
-        ctx.hw, ctx.shift = tuple(x.shape[1:3]), shift
-        return _pad_and_roll(x, padded_hw, shift)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _RollAndCrop.apply(grad, ctx.hw, ctx.shift), None, None
-
-
-class _RollAndCrop(torch.autograd.Function):
-
-    @staticmethod
-    def forward(ctx, x, hw, shift):
-        ctx.padded_hw, ctx.shift = tuple(x.shape[1:3]), shift
-        return _roll_and_crop(x, hw, shift)
+    def forward(ctx, x, out_hw, shift, padding):
+        ctx.in_hw, ctx.shift, ctx.padding = tuple(x.shape[1:3]), shift, padding
+        return (_pad_and_roll if padding else _roll_and_crop)(x, out_hw, shift)
 
     @staticmethod
     def backward(ctx, grad):
-        return _PadAndRoll.apply(grad, ctx.padded_hw, ctx.shift), None, None
+        return _CyclicShift.apply(grad, ctx.in_hw, ctx.shift, not ctx.padding), None, None, None
 
 
 def _pad_and_roll(x: torch.Tensor, padded_hw: Tuple[int, int], shift: int) -> torch.Tensor:
@@ -119,7 +108,7 @@ def pad_and_roll(x: torch.Tensor, padded_hw: Tuple[int, int], shift: int) -> tor
         raise ValueError(f'padded_hw {padded_hw} is smaller than the map {tuple(x.shape[1:3])}')
     if padded_hw == tuple(x.shape[1:3]) and shift == 0:
         return x
-    return _PadAndRoll.apply(x, padded_hw, shift)
+    return _CyclicShift.apply(x, padded_hw, shift, True)
 
 
 def roll_and_crop(x: torch.Tensor, hw: Tuple[int, int], shift: int) -> torch.Tensor:
@@ -142,4 +131,4 @@ def roll_and_crop(x: torch.Tensor, hw: Tuple[int, int], shift: int) -> torch.Ten
         raise ValueError(f'hw {hw} is larger than the map {tuple(x.shape[1:3])}')
     if hw == tuple(x.shape[1:3]) and shift == 0:
         return x.contiguous()
-    return _RollAndCrop.apply(x, hw, shift)
+    return _CyclicShift.apply(x, hw, shift, False)
