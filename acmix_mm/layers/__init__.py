@@ -7,5 +7,6 @@ from .sliding_window_attention import reflect_indices, reflect_pad2d, sliding_wi
 
 __all__ = [
     'ACmix', 'position_grid', 'build_dep_conv', 'build_fc', 'conv_path', 'conv_path_channels_last',
-    'shift_init_', 'shift_kernels', 'pad_and_roll', 'roll_and_crop', 'reflect_indices', 'reflect_pad2d', 'sliding_window_attention'
+    'shift_init_', 'shift_kernels', 'pad_and_roll', 'roll_and_crop', 'reflect_indices',
+    'reflect_pad2d', 'sliding_window_attention'
 ]

@@ -158,7 +158,7 @@ class ACmix(nn.Module):
     def _triton_path_applies(x: torch.Tensor) -> bool:
         """Whether :mod:`.acmix_triton` runs this layer: where the attention operator would use
         Triton (CUDA), outside tracing and compilation (which see the operators)."""
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if recording_graph():
             return False
         return selected_backend(x.device, x.dtype) == 'triton'
 

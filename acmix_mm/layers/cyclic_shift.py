@@ -13,6 +13,8 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
+from .projection import recording_graph
+
 # (output start, source start or -1 for zeros, length) along one axis
 Segment = Tuple[int, int, int]
 
@@ -73,11 +75,6 @@ def _roll_and_crop(x: torch.Tensor, hw: Tuple[int, int], shift: int) -> torch.Te
     return _cyclic_copy(x, hw, (hp, wp), ((hp - shift) % hp, (wp - shift) % wp))
 
 
-def _traced() -> bool:
-    """Whether a trace or torch.compile is recording: they get the framework's operators."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
 def _check(x: torch.Tensor, name: str, size: Tuple[int, int], size_name: str,
            shift: int) -> None:
     if x.dim() != 4:
@@ -99,7 +96,7 @@ def pad_and_roll(x: torch.Tensor, padded_hw: Tuple[int, int], shift: int) -> tor
     Returns:
         ``(B, Hp, Wp, C)``, contiguous; ``x`` itself where there is nothing to pad or roll.
     """
-    if _traced():  # sizes may be traced tensors
+    if recording_graph():  # sizes may be traced tensors
         x = F.pad(x, (0, 0, 0, padded_hw[1] - x.shape[2], 0, padded_hw[0] - x.shape[1]))
         return torch.roll(x, shifts=(-shift, -shift), dims=(1, 2)) if shift else x
     padded_hw = tuple(padded_hw)
@@ -122,7 +119,7 @@ def roll_and_crop(x: torch.Tensor, hw: Tuple[int, int], shift: int) -> torch.Ten
     Returns:
         ``(B, H, W, C)``, contiguous (``x`` itself where there is nothing to crop or roll).
     """
-    if _traced():
+    if recording_graph():
         x = torch.roll(x, shifts=(shift, shift), dims=(1, 2)) if shift else x
         return x[:, :hw[0], :hw[1]].contiguous()
     hw = tuple(hw)

@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from ..projection import recording_graph
 from .cpu_extension import run_kernel
 from .sliding_window_op import selected_backend
 
@@ -27,7 +28,7 @@ def fused_conv_path_applies(*tensors: Optional[torch.Tensor], differentiable: bo
     present = [t for t in tensors if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in present) and not differentiable:
         return False
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if recording_graph():
         return False  # a traced graph must see the operators (FLOP counting, export)
     first = present[0]
     return (all(t.dtype == first.dtype for t in present)

@@ -19,7 +19,7 @@ from ...layers import (build_dep_conv, build_fc, conv_path_channels_last, pad_an
                        roll_and_crop, shift_init_)
 from ...layers.acmix_triton import fc_bias_map, folded_conv_weight, qkv_channel_order
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
-from ...layers.projection import project_tokens
+from ...layers.projection import project_tokens, recording_graph
 from ...layers.window_rows import gather_rows, window_row_index
 from ...layers._validation import check_heads, check_int, check_odd_kernel, check_positive_int
 
@@ -35,8 +35,7 @@ def _wrapped(linear: nn.Module) -> bool:
 def _gathers_rows(x: torch.Tensor) -> bool:
     """Whether the window partition and reverse of ``x`` run as row gathers
     (:mod:`acmix_mm.layers.window_rows`): on the CPU, outside traces (which keep the permutes)."""
-    return x.device.type == 'cpu' and not (torch.jit.is_tracing()
-                                           or torch.compiler.is_compiling())
+    return x.device.type == 'cpu' and not recording_graph()
 
 
 @functools.lru_cache(maxsize=64)
@@ -199,12 +198,12 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         padded_hw = (h + (ws - h % ws) % ws, w + (ws - w % ws) % ws)
         shift = self.shift_size if min(h, w) > ws else 0
         x = pad_and_roll(query.view(b, h, w, c), padded_hw, shift)
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # sizes may be traced
+        if recording_graph():  # sizes may be traced tensors
             mask = PretrainShiftWindowMSA.get_attn_mask(padded_hw, ws, shift, x.device)
         else:
             mask = shift_mask(padded_hw, ws, shift, x.device)
 
-        if x.is_cuda and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        if x.is_cuda and not recording_graph():
             x = self.attend_fused(x, mask)
         else:
             x = self.attend_composed(x, mask)
