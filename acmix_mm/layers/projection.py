@@ -224,7 +224,7 @@ def project_tokens(x: torch.Tensor, weight: torch.Tensor,
     made for the forward and, separately, for the backward, which keeps ``x`` and ``weight`` as
     ``F.linear`` does, but has no double backward (``create_graph=True`` through it raises; run
     with ``torch.use_deterministic_algorithms(True)`` to get ``F.linear`` there). Where the choice
-    does not apply (see the module's doc) it is ``F.linear``.
+    does not apply (see the module's doc) and for empty inputs it is ``F.linear``.
 
     Args:
         x: ``(..., Cin)``.
@@ -234,7 +234,7 @@ def project_tokens(x: torch.Tensor, weight: torch.Tensor,
     Returns:
         ``(..., Cout)``, contiguous.
     """
-    if (_MATMUL is None or not _tuned(x) or weight.dtype != x.dtype
+    if (_MATMUL is None or not _tuned(x) or weight.dtype != x.dtype or x.numel() == 0
             or (bias is not None and bias.dtype != x.dtype) or torch.is_autocast_enabled('cpu')):
         return F.linear(x, weight, bias)
     shape = x.shape

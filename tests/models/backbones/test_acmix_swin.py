@@ -240,3 +240,44 @@ def test_qkv_with_hooks_or_another_type_is_called_as_a_module():
         wrapped = attn(x, (14, 14))
     assert calls == [1] and not torch.allclose(hooked, plain)
     torch.testing.assert_close(wrapped, plain)
+
+
+@pytest.mark.parametrize('choice', ['blas', 'onednn'])
+def test_feed_forward_layers_take_the_timed_product_with_unchanged_outputs(choice, monkeypatch):
+    """The feed-forward layers are TunedLinear (only they, besides the attention's own products):
+    the state-dict keys are mmdet's, the outputs and gradients those of the model with plain
+    linear layers, whichever product the timing picks."""
+    from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
+
+    from acmix_mm.layers import TunedLinear, projection
+    from mmdet.models.backbones.swin import SwinTransformer
+    if choice == 'onednn' and projection._MATMUL is None:
+        pytest.skip('this torch has no oneDNN matrix product')
+    torch.manual_seed(0)
+    model = ACmixSwinTransformer(**TINY)
+    tuned = [n for n, m in model.named_modules() if isinstance(m, TunedLinear)]
+    assert len(tuned) == 2 * sum(TINY['depths'])
+    assert all('.ffn.' in n for n in tuned)
+    assert list(model.state_dict()) == list(ACmixSwinTransformer(**TINY).state_dict())
+    mmdet_keys = set(SwinTransformer(**TINY).state_dict())
+    assert {k for k in model.state_dict() if '.ffn.' in k} == {k for k in mmdet_keys
+                                                              if '.ffn.' in k}
+    plain = ACmixSwinTransformer(**TINY)
+    plain.load_state_dict(model.state_dict())
+    for block in (b for stage in plain.stages for b in stage.blocks):
+        for parent in list(block.ffn.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, TunedLinear):
+                    linear = MMCVLinear(child.in_features, child.out_features)
+                    linear.weight, linear.bias = child.weight, child.bias
+                    setattr(parent, name, linear)
+    assert not any(isinstance(m, TunedLinear) for m in plain.modules())
+    monkeypatch.setattr(projection, 'fastest', lambda key, candidates: candidates[choice]())
+    x = torch.randn(1, 3, 64, 64)
+    outs = [m(x) for m in (model, plain)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+    got, want = (torch.autograd.grad(sum((o * o).sum() for o in out),
+                                     [m.stages[3].blocks[1].ffn.layers[0][0].weight])[0]
+                 for m, out in zip((model, plain), outs))
+    torch.testing.assert_close(got, want)
