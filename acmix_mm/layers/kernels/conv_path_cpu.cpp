@@ -905,7 +905,7 @@ std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
   const int64_t L = kVectorBytes / weight.element_size(), chunks = (d + L - 1) / L;
   const int64_t taps = k * k * K2;
   const at::Tensor w = weight.contiguous(), sc = scale.to(weight.scalar_type()).contiguous();
-  at::Tensor packed = at::zeros({chunks, M, k, k, K2, L}, weight.options());
+  at::Tensor packed = at::empty({chunks, M, k, k, K2, L}, weight.options());
   at::Tensor packed_bias = at::zeros({M, chunks * L}, weight.options());
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "acmix_conv_path_pack", [&] {
     using T = scalar_t;
@@ -913,16 +913,31 @@ std::vector<at::Tensor> conv_path_pack(const at::Tensor& weight,
     const T* s_ptr = sc.data_ptr<T>();
     const int64_t s_step = sc.numel() == 1 ? 0 : 1;
     T* dst = packed.data_ptr<T>();
-    for (int64_t c = 0; c < d; ++c)  // output channel c * M + m, lane c % L of chunk c / L
-      for (int64_t m = 0; m < M; ++m) {
-        const int64_t o = c * M + m;
-        const T s = s_ptr[o * s_step];
-        T* out = dst + ((c / L) * M + m) * taps * L + c % L;
-        for (int64_t j = 0; j < K2; ++j)
-          for (int64_t a = 0; a < k; ++a)
-            for (int64_t e = 0; e < k; ++e)
-              out[((a * k + e) * K2 + j) * L] = src[((o * K2 + j) * k + a) * k + e] * s;
+    // written in order, one (chunk, m) block of taps * L per task: lane l of chunk ch is output
+    // channel (ch * L + l) * M + m, its taps (a, e, j) read from weight[o, j, a, e]; lanes past
+    // d are zeros
+    at::parallel_for(0, chunks * M, std::max<int64_t>(1, 16384 / (taps * L)),
+                     [&](int64_t begin, int64_t end) {
+      T scales[64];
+      const T* rows[64];
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t ch = block / M, m = block % M;
+        const int64_t lanes = std::min(L, d - ch * L);
+        for (int64_t l = 0; l < lanes; ++l) {
+          const int64_t o = (ch * L + l) * M + m;
+          scales[l] = s_ptr[o * s_step];
+          rows[l] = src + o * K2 * k * k;
+        }
+        T* out = dst + block * taps * L;
+        for (int64_t a = 0; a < k; ++a)
+          for (int64_t e = 0; e < k; ++e)
+            for (int64_t j = 0; j < K2; ++j, out += L) {
+              const int64_t tap = (j * k + a) * k + e;
+              for (int64_t l = 0; l < lanes; ++l) out[l] = rows[l][tap] * scales[l];
+              for (int64_t l = lanes; l < L; ++l) out[l] = T(0);
+            }
       }
+    });
     if (bias.has_value()) {
       const at::Tensor b = bias->to(weight.scalar_type()).contiguous();
       const T* b_ptr = b.data_ptr<T>();
