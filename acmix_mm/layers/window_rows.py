@@ -66,4 +66,6 @@ def gather_rows(rows: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) 
     if rows.dim() != 2 or index.shape != (rows.shape[0], ) or inverse.shape != index.shape:
         raise ValueError(f'rows must be (R, d) and index, inverse (R,), got {tuple(rows.shape)}, '
                          f'{tuple(index.shape)}, {tuple(inverse.shape)}')
+    if not (rows.requires_grad and torch.is_grad_enabled()):
+        return rows.index_select(0, index)  # no autograd Function's overhead without a graph
     return _GatherRows.apply(rows, index, inverse)
