@@ -12,16 +12,6 @@ from acmix_mm.layers.projection import (fastest, project_1x1, project_1x1_backwa
                                         project_tokens)
 
 
-@pytest.fixture
-def forced(monkeypatch):
-    """``forced(name)`` makes every tuned call run the candidate ``name``."""
-    def force(name):
-        if name == 'onednn' and projection._MATMUL is None:
-            pytest.skip('this torch has no oneDNN matrix product')
-        monkeypatch.setattr(projection, 'fastest', lambda key, candidates: candidates[name]())
-    return force
-
-
 CHOICES = ['conv', 'product', 'onednn']
 
 

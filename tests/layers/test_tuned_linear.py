@@ -6,24 +6,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from acmix_mm.layers import TunedLinear
-from acmix_mm.layers import projection
-
-
-@pytest.fixture
-def chosen(monkeypatch):
-    """``chosen(name)`` makes every timed call run candidate ``name``; returns the keys seen."""
-    keys = []
-
-    def force(name):
-        if name == 'onednn' and projection._MATMUL is None:
-            pytest.skip('this torch has no oneDNN matrix product')
-
-        def run(key, candidates):
-            keys.append(key[0])
-            return candidates[name]()
-        monkeypatch.setattr(projection, 'fastest', run)
-        return keys
-    return force
 
 
 def _linear(bias, dtype=torch.float32):
@@ -33,8 +15,8 @@ def _linear(bias, dtype=torch.float32):
 
 @pytest.mark.parametrize('choice', ['blas', 'onednn'])
 @pytest.mark.parametrize('bias', [True, False])
-def test_outputs_and_gradients_equal_nn_linear(choice, bias, chosen):
-    keys = chosen(choice)
+def test_outputs_and_gradients_equal_nn_linear(choice, bias, forced):
+    keys = forced(choice)
     plain = _linear(bias)
     tuned = TunedLinear.from_linear(_linear(bias))
     x = torch.randn(2, 5, 12, requires_grad=True)
@@ -48,8 +30,8 @@ def test_outputs_and_gradients_equal_nn_linear(choice, bias, chosen):
         torch.testing.assert_close(tuned(x), plain(x))
 
 
-def test_float64_is_exactly_f_linear_without_timing(chosen):
-    keys = chosen('onednn')
+def test_float64_is_exactly_f_linear_without_timing(forced):
+    keys = forced('onednn')
     layer = TunedLinear.from_linear(_linear(True, torch.float64))
     x = torch.randn(3, 12, dtype=torch.float64)
     assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias)) and keys == []
@@ -68,8 +50,8 @@ def test_from_linear_shares_parameters_keys_and_mode():
     assert TunedLinear.from_linear(_linear(False)).bias is None
 
 
-def test_empty_input_forward_and_backward(chosen):
-    chosen('onednn')
+def test_empty_input_forward_and_backward(forced):
+    forced('onednn')
     layer = TunedLinear.from_linear(_linear(True))
     x = torch.randn(0, 5, 12, requires_grad=True)
     out = layer(x)
