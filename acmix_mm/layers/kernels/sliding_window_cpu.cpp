@@ -18,8 +18,12 @@
 #include <utility>
 #include <vector>
 
-#ifdef __AVX512F__
+// The shifted kernels (chunk_dot_shifted and its kin) load a row once and shift it in registers
+// instead of loading it at every window offset: with AVX-512 (one 16-float vector per chunk) or
+// with AVX2 and FMA (two 8-float vectors per chunk, shifted across their 128-bit halves).
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#define ACMIX_SHIFTED_KERNELS 1
 #endif
 
 #include "cpu_vectors.h"
@@ -141,7 +145,7 @@ inline void chunk_dot_shared_n(int64_t outs, T* const* out, int64_t count, int64
   });
 }
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
 // chunk_dot_shared for floats whose M rows of b are one row at the offsets 0, 1, ..., M - 1
 // (b.base[m] = b.base[0] + m: the window offsets j0, j0 + s, ... of one stride phase of a window
 // without dilation): two loads of the row and M in-register shifts replace the M loads, each of
@@ -178,23 +182,6 @@ template <int64_t M>
 inline void store_chunks(float* const* out, int64_t count, const __m512 (&acc)[M]) {
   const __mmask16 keep = count >= kChunk ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
   for (int64_t m = 0; m < M; ++m) _mm512_mask_storeu_ps(out[m], keep, acc[m]);
-}
-
-// The window sizes the shifted kernels are compiled for.
-inline bool shifted_window(int64_t kernel) { return kernel == 3 || kernel == 5 || kernel == 7; }
-
-// Calls f(std::integral_constant<int, K>(), std::integral_constant<int, M>()) for a window size
-// K of shifted_window and 1 <= outs = M <= kShared.
-template <typename F>
-inline void with_window_and_count(int64_t kernel, int64_t outs, F&& f) {
-  auto run = [&](auto k) { with_count<kShared>(outs, [&](auto m) { f(k, m); }); };
-  TORCH_CHECK(shifted_window(kernel), "acmix_mm: no shifted kernel for window size ", kernel);
-  if (kernel == 7)
-    run(std::integral_constant<int, 7>());
-  else if (kernel == 5)
-    run(std::integral_constant<int, 5>());
-  else
-    run(std::integral_constant<int, 3>());
 }
 
 // weighted_sums' chunk for floats whose window offsets j of window row i read one row at the
@@ -263,6 +250,186 @@ inline void chunk_transpose_shifted(float* const* out, int64_t count, const floa
   };
   (tap(std::integral_constant<int, J>()), ...);
   store_chunks(out, count, acc);
+}
+
+#elif defined(ACMIX_SHIFTED_KERNELS)
+// AVX2 (two 8-float vectors per chunk of 16): lanes S .. S + 7 of the 16 lanes of (a, b), with
+// t = middle(a, b) (lanes 4 .. 11); at most one shuffle each (vpalignr works within 128-bit
+// halves, which t supplies across).
+inline __m256 middle(__m256 a, __m256 b) { return _mm256_permute2f128_ps(a, b, 0x21); }
+
+template <int S>
+inline __m256 lanes_from(__m256 a, __m256 t, __m256 b) {
+  static_assert(0 <= S && S <= 8, "a shift within the first vector");
+  auto align = [](__m256 hi, __m256 lo, auto bytes) {
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(hi),
+                                                  _mm256_castps_si256(lo), decltype(bytes)::value));
+  };
+  if constexpr (S == 0) return a;
+  else if constexpr (S < 4) return align(t, a, std::integral_constant<int, 4 * S>());
+  else if constexpr (S == 4) return t;
+  else if constexpr (S < 8) return align(b, t, std::integral_constant<int, 4 * (S - 4)>());
+  else return b;
+}
+
+// A chunk of 16 floats in two vectors, and the row it is read from shifted by 0 .. 8 lanes.
+struct Chunk2 {
+  __m256 lo, hi;
+};
+struct Window3 {
+  __m256 v0, v1, v2, t01, t12;  // lanes 0 .. 23 of a row and middle(v0, v1), middle(v1, v2)
+  explicit Window3(const float* p)
+      : v0(_mm256_loadu_ps(p)), v1(_mm256_loadu_ps(p + 8)), v2(_mm256_loadu_ps(p + 16)),
+        t01(middle(v0, v1)), t12(middle(v1, v2)) {}
+  template <int S>
+  Chunk2 at() const { return {lanes_from<S>(v0, t01, v1), lanes_from<S>(v1, t12, v2)}; }
+};
+
+inline void fmadd_chunk(Chunk2& acc, const Chunk2& a, const Chunk2& b) {
+  acc.lo = _mm256_fmadd_ps(a.lo, b.lo, acc.lo);
+  acc.hi = _mm256_fmadd_ps(a.hi, b.hi, acc.hi);
+}
+inline Chunk2 load_chunk(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline Chunk2 zero_chunk() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+
+// Stores the first `count` (<= kChunk) lanes of acc at out.
+inline void store_chunk(float* out, int64_t count, const Chunk2& acc) {
+  if (count >= kChunk) {
+    _mm256_storeu_ps(out, acc.lo);
+    _mm256_storeu_ps(out + 8, acc.hi);
+    return;
+  }
+  alignas(32) float part[kChunk];
+  _mm256_store_ps(part, acc.lo);
+  _mm256_store_ps(part + 8, acc.hi);
+  copy_short(part, count, out);
+}
+
+// chunk_dot_shifted (see the AVX-512 version) with the row's 24 lanes loaded once: shifts S < 8.
+template <int64_t M, int... S>
+inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>& a,
+                              const Rows<float>& b, int64_t x0, float* peak,
+                              std::integer_sequence<int, S...>) {
+  static_assert(kChunk == 16 && M <= 8, "two vectors of 8 floats per chunk, shifts below 8");
+  Chunk2 acc[M];
+  for (int64_t m = 0; m < M; ++m) acc[m] = zero_chunk();
+  const float* a_base = a.base[0] + x0;
+  const float* b_base = b.base[0] + x0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const Chunk2 av = load_chunk(a_base + a.offset[r]);
+    const Window3 row(b_base + b.offset[r]);
+    (fmadd_chunk(acc[S], av, row.template at<S>()), ...);
+  }
+  for (int64_t m = 0; m < M; ++m) store_chunk(out[m], kChunk, acc[m]);
+  if (peak) {
+    Chunk2 top = load_chunk(peak + x0);
+    for (int64_t m = 0; m < M; ++m) {
+      top.lo = _mm256_max_ps(top.lo, acc[m].lo);
+      top.hi = _mm256_max_ps(top.hi, acc[m].hi);
+    }
+    store_chunk(peak + x0, kChunk, top);
+  }
+}
+
+// chunk_weighted_shifted (see the AVX-512 version): two channels at a time, each with its
+// window row loaded once (five vectors), so that four sums are in flight and the 16 registers
+// suffice. The same products summed in the same order as chunk_dot_shared.
+template <int64_t P, int... J>
+inline void weighted_pair(float* const* out, int64_t count, const float* weights,
+                          const int64_t* weight_offsets, const float* const* rows,
+                          const int64_t* window_offsets, int64_t x0,
+                          std::integer_sequence<int, J...>) {
+  constexpr int64_t K = sizeof...(J);
+  Chunk2 acc[P];
+  for (int64_t m = 0; m < P; ++m) acc[m] = zero_chunk();
+  const float* w = weights + x0;
+  for (int64_t i = 0; i < K; ++i) {
+    const int64_t* wo = weight_offsets + i * K;
+    if constexpr (P == 2) {
+      const Window3 r0(rows[0] + window_offsets[i * K] + x0);
+      const Window3 r1(rows[1] + window_offsets[i * K] + x0);
+      auto tap = [&](auto j) {
+        constexpr int shift = decltype(j)::value;
+        const Chunk2 wv = load_chunk(w + wo[shift]);
+        fmadd_chunk(acc[0], wv, r0.template at<shift>());
+        fmadd_chunk(acc[1], wv, r1.template at<shift>());
+      };
+      (tap(std::integral_constant<int, J>()), ...);
+    } else {
+      const Window3 r0(rows[0] + window_offsets[i * K] + x0);
+      auto tap = [&](auto j) {
+        constexpr int shift = decltype(j)::value;
+        fmadd_chunk(acc[0], load_chunk(w + wo[shift]), r0.template at<shift>());
+      };
+      (tap(std::integral_constant<int, J>()), ...);
+    }
+  }
+  for (int64_t m = 0; m < P; ++m) store_chunk(out[m], count, acc[m]);
+}
+
+template <int64_t M, int... J>
+inline void chunk_weighted_shifted(float* const* out, int64_t count,
+                                   const float* weights, const int64_t* weight_offsets,
+                                   const float* const* rows, const int64_t* window_offsets,
+                                   int64_t x0, std::integer_sequence<int, J...> window) {
+  static_assert(kChunk == 16 && sizeof...(J) <= 8, "two vectors of 8 floats per chunk");
+  int64_t m = 0;
+  for (; m + 1 < M; m += 2)
+    weighted_pair<2>(out + m, count, weights, weight_offsets, rows + m, window_offsets, x0, window);
+  if (m < M)
+    weighted_pair<1>(out + m, count, weights, weight_offsets, rows + m, window_offsets, x0, window);
+}
+
+// chunk_transpose_shifted (see the AVX-512 version), two channels at a time as in
+// chunk_weighted_shifted: lanes m0 - back .. m0 - back + 15 of a row are lanes 8 - back .. of its
+// lanes m0 - 8 .. m0 + 15.
+template <int64_t P, int... J>
+inline void transpose_pair(float* const* out, int64_t count, const float* weights,
+                           const int64_t* weight_offsets, const float* const* rows, int64_t m0,
+                           std::integer_sequence<int, J...>) {
+  Chunk2 acc[P];
+  for (int64_t m = 0; m < P; ++m) acc[m] = zero_chunk();
+  const Window3 r0(rows[0] + m0 - 8);
+  const Window3 r1(rows[P - 1] + m0 - 8);
+  auto tap = [&](auto j) {
+    constexpr int back = decltype(j)::value;
+    const Chunk2 wv = load_chunk(weights + weight_offsets[back] + m0 - back);
+    fmadd_chunk(acc[0], wv, r0.template at<8 - back>());
+    if constexpr (P == 2) fmadd_chunk(acc[1], wv, r1.template at<8 - back>());
+  };
+  (tap(std::integral_constant<int, J>()), ...);
+  for (int64_t m = 0; m < P; ++m) store_chunk(out[m], count, acc[m]);
+}
+
+template <int64_t M, int... J>
+inline void chunk_transpose_shifted(float* const* out, int64_t count, const float* weights,
+                                    const int64_t* weight_offsets, const float* const* rows,
+                                    int64_t m0, std::integer_sequence<int, J...> window) {
+  static_assert(kChunk == 16 && sizeof...(J) <= 8, "two vectors of 8 floats per chunk");
+  int64_t m = 0;
+  for (; m + 1 < M; m += 2)
+    transpose_pair<2>(out + m, count, weights, weight_offsets, rows + m, m0, window);
+  if (m < M) transpose_pair<1>(out + m, count, weights, weight_offsets, rows + m, m0, window);
+}
+
+#endif
+
+#ifdef ACMIX_SHIFTED_KERNELS
+// The window sizes the shifted kernels are compiled for.
+inline bool shifted_window(int64_t kernel) { return kernel == 3 || kernel == 5 || kernel == 7; }
+
+// Calls f(std::integral_constant<int, K>(), std::integral_constant<int, M>()) for a window size
+// K of shifted_window and 1 <= outs = M <= kShared.
+template <typename F>
+inline void with_window_and_count(int64_t kernel, int64_t outs, F&& f) {
+  auto run = [&](auto k) { with_count<kShared>(outs, [&](auto m) { f(k, m); }); };
+  TORCH_CHECK(shifted_window(kernel), "acmix_mm: no shifted kernel for window size ", kernel);
+  if (kernel == 7)
+    run(std::integral_constant<int, 7>());
+  else if (kernel == 5)
+    run(std::integral_constant<int, 5>());
+  else
+    run(std::integral_constant<int, 3>());
 }
 
 inline void chunk_dot_shifted_n(int64_t outs, float* const* out, int64_t rows,
@@ -515,7 +682,7 @@ struct RowWork {
   template <typename ORow>
   bool window_dots(const T* a, const T* buffer, const ORow& out_rows, T* peak = nullptr) {
     const T* a_base[1] = {a};
-#ifdef __AVX512F__
+#ifdef ACMIX_SHIFTED_KERNELS
     if constexpr (std::is_same_v<T, float>) {
       if (g.dilation == 1) {  // offsets j = p, p + s, ... of phase p: rows one element apart
         for (int64_t i = 0; i < g.kernel; ++i)
@@ -555,12 +722,12 @@ struct RowWork {
   // out_rows(c)[x] = sum_o weights_o[x] * window_c(o)[x] over the window offsets o = i * k + j,
   // for every channel c; `weights` is a query-indexed buffer, the windows of the key or value
   // buffer.
-  // With AVX-512, floats at stride 1 without dilation and k = 3, 5 or 7 take
+  // With the shifted kernels, floats at stride 1 without dilation and k = 3, 5 or 7 take
   // chunk_weighted_shifted.
   template <typename ORow>
   void weighted_sums(const T* weights, const T* buffer, const ORow& out_rows) {
     [[maybe_unused]] bool shifted = false;
-#ifdef __AVX512F__
+#ifdef ACMIX_SHIFTED_KERNELS
     if constexpr (std::is_same_v<T, float>) {
       shifted = g.stride == 1 && g.dilation == 1 && shifted_window(g.kernel);
     }
@@ -574,7 +741,7 @@ struct RowWork {
         T* out[kShared];
         for (int64_t m = 0; m < outs; ++m) out[m] = out_rows(c0 + m) + x0;
         const int64_t count = std::min(kChunk, g.Wo - x0);
-#ifdef __AVX512F__
+#ifdef ACMIX_SHIFTED_KERNELS
         if constexpr (std::is_same_v<T, float>) {
           if (shifted) {
             with_window_and_count(g.kernel, outs, [&](auto k, auto m) {
@@ -656,7 +823,7 @@ void window_transpose(RowWork<T>& work, const T* weights, const ARows& a_rows, i
   // the backward's samples)
   const int64_t s = g.stride, len = s == 1 ? g.span : (g.span + s - 1) / s;
   const int64_t plen = round_up(len, kChunk);
-#ifdef __AVX512F__
+#ifdef ACMIX_SHIFTED_KERNELS
   if constexpr (std::is_same_v<T, float>) {
     if (s == 1 && g.dilation == 1 && shifted_window(g.kernel)) {
       const float* b_base[kShared];

@@ -21,8 +21,9 @@ CASES = [
     ((1, 1, 2, 6, 40), 3, 3, 2, True),  # stride 3, dilation 2, rows over one register block
     ((1, 2, 4, 9, 12), 5, 2, 1, False),  # strided rows without pe
     ((1, 1, 3, 7, 17), 3, 4, 1, False),  # stride 4: phases longer than the kernel reaches
-    # stride 1 without dilation (with AVX-512, float32 takes the shifted chunks): a block of 8
-    # channels and one of 3, row tails of 3 and of 1
+    # stride 1 without dilation (with AVX-512 or AVX2, float32 takes the shifted chunks): channel
+    # blocks of 8 and 3 (AVX-512) or 4, 4 and 3 (AVX2: two pairs, a pair and a single), row
+    # tails of 3 and of 1
     ((1, 1, 11, 6, 19), 5, 1, 1, True),
     ((1, 1, 16, 8, 33), 3, 1, 1, False),
 ]
