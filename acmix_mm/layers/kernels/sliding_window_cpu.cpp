@@ -331,7 +331,16 @@ inline void chunk_dot_shifted(float* const* out, int64_t rows, const Rows<float>
   }
 }
 
-// chunk_weighted_shifted (see the AVX-512 version): two channels at a time, each with its
+// Calls f(std::integral_constant<int64_t, P>(), m) for the channels m, m + P - 1 of 0 .. M - 1
+// in pairs (P = 2) and, for an odd M, the last one alone (P = 1).
+template <int64_t M, typename F>
+inline void in_pairs(F&& f) {
+  int64_t m = 0;
+  for (; m + 1 < M; m += 2) f(std::integral_constant<int64_t, 2>(), m);
+  if (m < M) f(std::integral_constant<int64_t, 1>(), m);
+}
+
+// chunk_weighted_shifted (see the AVX-512 version) for P <= 2 channels at a time, each with its
 // window row loaded once (five vectors), so that four sums are in flight and the 16 registers
 // suffice. The same products summed in the same order as chunk_dot_shared.
 template <int64_t P, int... J>
@@ -345,24 +354,15 @@ inline void weighted_pair(float* const* out, int64_t count, const float* weights
   const float* w = weights + x0;
   for (int64_t i = 0; i < K; ++i) {
     const int64_t* wo = weight_offsets + i * K;
-    if constexpr (P == 2) {
-      const Window3 r0(rows[0] + window_offsets[i * K] + x0);
-      const Window3 r1(rows[1] + window_offsets[i * K] + x0);
-      auto tap = [&](auto j) {
-        constexpr int shift = decltype(j)::value;
-        const Chunk2 wv = load_chunk(w + wo[shift]);
-        fmadd_chunk(acc[0], wv, r0.template at<shift>());
-        fmadd_chunk(acc[1], wv, r1.template at<shift>());
-      };
-      (tap(std::integral_constant<int, J>()), ...);
-    } else {
-      const Window3 r0(rows[0] + window_offsets[i * K] + x0);
-      auto tap = [&](auto j) {
-        constexpr int shift = decltype(j)::value;
-        fmadd_chunk(acc[0], load_chunk(w + wo[shift]), r0.template at<shift>());
-      };
-      (tap(std::integral_constant<int, J>()), ...);
-    }
+    const Window3 r0(rows[0] + window_offsets[i * K] + x0);
+    const Window3 r1(rows[P - 1] + window_offsets[i * K] + x0);
+    auto tap = [&](auto j) {
+      constexpr int shift = decltype(j)::value;
+      const Chunk2 wv = load_chunk(w + wo[shift]);
+      fmadd_chunk(acc[0], wv, r0.template at<shift>());
+      if constexpr (P == 2) fmadd_chunk(acc[1], wv, r1.template at<shift>());
+    };
+    (tap(std::integral_constant<int, J>()), ...);
   }
   for (int64_t m = 0; m < P; ++m) store_chunk(out[m], count, acc[m]);
 }
@@ -373,15 +373,14 @@ inline void chunk_weighted_shifted(float* const* out, int64_t count,
                                    const float* const* rows, const int64_t* window_offsets,
                                    int64_t x0, std::integer_sequence<int, J...> window) {
   static_assert(kChunk == 16 && sizeof...(J) <= 8, "two vectors of 8 floats per chunk");
-  int64_t m = 0;
-  for (; m + 1 < M; m += 2)
-    weighted_pair<2>(out + m, count, weights, weight_offsets, rows + m, window_offsets, x0, window);
-  if (m < M)
-    weighted_pair<1>(out + m, count, weights, weight_offsets, rows + m, window_offsets, x0, window);
+  in_pairs<M>([&](auto p, int64_t m) {
+    weighted_pair<decltype(p)::value>(out + m, count, weights, weight_offsets, rows + m,
+                                      window_offsets, x0, window);
+  });
 }
 
-// chunk_transpose_shifted (see the AVX-512 version), two channels at a time as in
-// chunk_weighted_shifted: lanes m0 - back .. m0 - back + 15 of a row are lanes 8 - back .. of its
+// chunk_transpose_shifted (see the AVX-512 version), P <= 2 channels at a time as in
+// weighted_pair: lanes m0 - back .. m0 - back + 15 of a row are lanes 8 - back .. of its
 // lanes m0 - 8 .. m0 + 15.
 template <int64_t P, int... J>
 inline void transpose_pair(float* const* out, int64_t count, const float* weights,
@@ -406,10 +405,10 @@ inline void chunk_transpose_shifted(float* const* out, int64_t count, const floa
                                     const int64_t* weight_offsets, const float* const* rows,
                                     int64_t m0, std::integer_sequence<int, J...> window) {
   static_assert(kChunk == 16 && sizeof...(J) <= 8, "two vectors of 8 floats per chunk");
-  int64_t m = 0;
-  for (; m + 1 < M; m += 2)
-    transpose_pair<2>(out + m, count, weights, weight_offsets, rows + m, m0, window);
-  if (m < M) transpose_pair<1>(out + m, count, weights, weight_offsets, rows + m, m0, window);
+  in_pairs<M>([&](auto p, int64_t m) {
+    transpose_pair<decltype(p)::value>(out + m, count, weights, weight_offsets, rows + m, m0,
+                                       window);
+  });
 }
 
 #endif
