@@ -3,7 +3,6 @@ losses and gradients and outputs within 2e-2 of float32 (relative to each output
 tools/train.py --amp trains with it."""
 import copy
 import os
-import subprocess
 import sys
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
+import tool_process
 from acmix_mm.datasets import generate
 from acmix_mm.engine import CPUAmpOptimWrapper, configure_amp
 from acmix_mm.models.backbones import ACmixResNet, ACmixSwinTransformer
@@ -80,7 +80,7 @@ def test_train_amp_on_the_cpu(tmp_path):
     ade = generate(str(tmp_path / 'data'), num_train=4, num_val=2, size=64)['ade']
     options = [f'{k}.dataset.data_root={ade}' for k in ('train_dataloader', 'val_dataloader',
                                                         'test_dataloader')]
-    out = subprocess.run(
+    out = tool_process.run(
         [sys.executable, 'tools/train.py', 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py',
          '--amp', '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options,
          'model.data_preprocessor.size=(64,64)', 'train_dataloader.batch_size=2',

@@ -5,11 +5,12 @@ import glob
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
 import torch
+
+import tool_process
 
 from acmix_mm.datasets import generate
 from acmix_mm.engine.exact_resume_hook import capture_random_states, restore_random_states
@@ -23,8 +24,8 @@ ITERS, KILL_AFTER = 4, 2
 def train(config, work_dir, *options, resume=False):
     cmd = [sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir)]
     cmd += ['--resume'] if resume else []
-    return subprocess.run(cmd + ['--cfg-options', *options], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return tool_process.run(cmd + ['--cfg-options', *options], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
 
 
 def demo_options(task, tmp_path):

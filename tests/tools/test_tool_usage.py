@@ -1,10 +1,11 @@
 """Every tool, called without its arguments or with bad ones, prints its usage or a clear error
 (never a traceback or bash's "unbound variable") and exits non-zero."""
 import os
-import subprocess
 import sys
 
 import pytest
+
+import tool_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 CONFIG = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
@@ -58,8 +59,8 @@ CASES = [
 
 @pytest.mark.parametrize('command,word', CASES, ids=[' '.join(c[1:])[:70] for c, _ in CASES])
 def test_bad_call_prints_usage_or_clear_error(command, word):
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHON=sys.executable))
+    out = tool_process.run(command, cwd=ROOT, timeout=120,
+                           env=dict(os.environ, PYTHON=sys.executable))
     text = out.stdout + out.stderr
     assert out.returncode != 0, text[-2000:]
     assert word in text, text[-2000:]

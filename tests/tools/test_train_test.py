@@ -1,11 +1,12 @@
 """tools/train.py (with --resume) and tools/test.py (with --show-dir), run as a user runs them."""
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
+
+import tool_process
 
 from acmix_mm.datasets import generate
 from acmix_mm.utils import cpu_allocator
@@ -15,8 +16,8 @@ CONFIG = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
 
 
 def run(tool, *args):
-    return subprocess.run([sys.executable, f'tools/{tool}', *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return tool_process.run([sys.executable, f'tools/{tool}', *args], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
 
 
 @pytest.mark.slow

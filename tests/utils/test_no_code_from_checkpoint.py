@@ -6,7 +6,6 @@ import functools
 import http.server
 import os
 import pickle
-import subprocess
 import sys
 import threading
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 from mmengine.runner import Runner
 
+import tool_process
 import acmix_mm  # noqa: F401  (weights-only loaders)
 from acmix_mm.datasets import generate
 from acmix_mm.models.backbones import ACmixResNet, ACmixSwinTransformer
@@ -73,9 +73,9 @@ def test_backbone_init_cfg_reads_placeholders_and_warns(crafted, build):
 
 def test_converter_reads_placeholders_and_warns(crafted, tmp_path):
     path, sentinel = crafted
-    out = subprocess.run([sys.executable, 'tools/model_converters/acmix2mm.py', str(path),
-                          str(tmp_path / 'converted.pth')], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = tool_process.run([sys.executable, 'tools/model_converters/acmix2mm.py', str(path),
+                             str(tmp_path / 'converted.pth')], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
     assert str(path) in out.stderr and 'placeholders' in out.stderr, out.stderr[-2000:]
     assert not sentinel.exists()
 
@@ -95,10 +95,10 @@ def test_tools_test_checkpoint_refuses(crafted, tmp_path):
     path, sentinel = crafted
     ade = generate(str(tmp_path / 'data'), num_train=1, num_val=1, size=64)['ade']
     config = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
-    out = subprocess.run([sys.executable, 'tools/test.py', config, str(path), '--work-dir',
-                          str(tmp_path / 'work'), '--cfg-options',
-                          f'test_dataloader.dataset.data_root={ade}'], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = tool_process.run([sys.executable, 'tools/test.py', config, str(path), '--work-dir',
+                             str(tmp_path / 'work'), '--cfg-options',
+                             f'test_dataloader.dataset.data_root={ade}'], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert f'{path}: refused to load' in out.stderr, out.stderr[-2000:]
     assert not sentinel.exists()

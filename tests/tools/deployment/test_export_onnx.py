@@ -3,12 +3,13 @@ dynamic batch, height and width, standard operators only, and match PyTorch in o
 two other sizes (one odd) within 1e-4 relative."""
 import os
 import re
-import subprocess
 import sys
 
 import onnx
 import pytest
 from onnx import helper
+
+import tool_process
 
 from .. import ROOT, load_tool
 
@@ -35,8 +36,8 @@ def test_export_runs_in_onnxruntime_at_other_sizes(variant, tmp_path):
     config.write_text(f'_base_ = {os.path.join(ROOT, base)!r}\n' +
                       (f'model = dict(backbone={backbone})\n' if backbone else ''))
     out_file = tmp_path / 'backbone.onnx'
-    out = subprocess.run([sys.executable, TOOL, str(config), '--out', str(out_file), '--shape',
-                          *shape], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    out = tool_process.run([sys.executable, TOOL, str(config), '--out', str(out_file), '--shape',
+                             *shape], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     checks = re.findall(r'at 3x3x(\d+)x(\d+): largest difference \S+ \((\S+) of', out.stdout)
     assert len(checks) == 2 and any(int(h) % 2 for h, _, _ in checks), out.stdout
@@ -60,9 +61,9 @@ def test_nonstandard_operators_are_found(tmp_path):
 
 
 def test_usage_errors():
-    out = subprocess.run([sys.executable, TOOL, 'configs/nope.py', '--out', 'x.onnx'], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = tool_process.run([sys.executable, TOOL, 'configs/nope.py', '--out', 'x.onnx'], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "config 'configs/nope.py' does not exist" in out.stderr
-    out = subprocess.run([sys.executable, TOOL, 'configs/nope.py', '--out', 'x.onnx', '--shape',
-                          '8', '8'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = tool_process.run([sys.executable, TOOL, 'configs/nope.py', '--out', 'x.onnx', '--shape',
+                             '8', '8'], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and '--shape must be at least 32 32' in out.stderr

@@ -1,12 +1,12 @@
 """The offline converter, run as a user runs it, and the mmpretrain classifier configs."""
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
+import tool_process
 from acmix_mm.models.backbones import ACmixResNet
 from spec_reference import reference_swin_state_dict, spec_acmix_swin_classifier
 
@@ -21,8 +21,8 @@ TrainingConfig = SentinelPayload
 
 
 def convert(src, dst, *extra):
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'tools/model_converters/acmix2mm.py'),
-                           str(src), str(dst), *extra], capture_output=True, text=True, cwd=ROOT)
+    tool = os.path.join(ROOT, 'tools/model_converters/acmix2mm.py')
+    return tool_process.run([sys.executable, tool, str(src), str(dst), *extra], cwd=ROOT)
 
 
 def build_classifier(config):
