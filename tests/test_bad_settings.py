@@ -280,15 +280,19 @@ CASES = [
 ]
 
 
+def _shown(value):
+    """A setting in a case's id: the shape of arrays, not their random values (so that ids are
+    equal in every process)."""
+    if isinstance(value, torch.Tensor):
+        return str(tuple(value.shape))
+    if hasattr(value, 'shape') and hasattr(value, 'dtype'):
+        return f'{type(value).__name__}{tuple(value.shape)}'
+    return repr(value)
+
+
 def _id(case):
     fn, kwargs, _, _ = case
-    def show(v):  # the shape of arrays, not their (random) values: ids equal in every process
-        if isinstance(v, torch.Tensor):
-            return str(tuple(v.shape))
-        if hasattr(v, 'shape') and hasattr(v, 'dtype'):
-            return f'{type(v).__name__}{tuple(v.shape)}'
-        return repr(v)
-    shown = ', '.join(f'{k}={show(v)}' for k, v in kwargs.items())
+    shown = ', '.join(f'{k}={_shown(v)}' for k, v in kwargs.items())
     return f'{fn.__name__}({shown})'[:90]
 
 

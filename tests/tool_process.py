@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # imported before the tools are: mmengine's registries filled by the three frameworks and acmix_mm
@@ -40,11 +40,13 @@ os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing but replies on the reply
 
 
 def child(req):
-    import atexit, runpy, traceback
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    for fd, path in ((1, req['stdout']), (2, req['stderr'])):
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    import atexit, runpy
+    for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
+                            (1, req['stdout'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                            (2, req['stderr'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        opened = os.open(path, flags)
+        os.dup2(opened, fd)
+        os.close(opened)
     os.chdir(req['cwd'])
     os.environ.clear()
     os.environ.update(req['env'])
@@ -158,18 +160,13 @@ def forks(argv: Sequence[str], env: Dict[str, str]) -> bool:
 
 
 def run(argv: Sequence[str], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None,
-        timeout: Optional[float] = None, capture_output: bool = True,
-        text: bool = True) -> subprocess.CompletedProcess:
+        timeout: Optional[float] = None) -> subprocess.CompletedProcess:
     """``subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)``,
     Python tools through the forking server (see the module's doc).
 
     Raises:
         subprocess.TimeoutExpired: where the call ran past ``timeout`` seconds (it is killed).
-        ValueError: for ``capture_output`` or ``text`` other than True (the only mode it has).
     """
-    if not (capture_output and text):
-        raise ValueError('tool_process.run captures stdout and stderr as text only: '
-                         'capture_output=True, text=True')
     argv = [str(a) for a in argv]
     env = dict(os.environ if env is None else env)
     cwd = os.path.abspath(os.getcwd() if cwd is None else str(cwd))
@@ -179,4 +176,4 @@ def run(argv: Sequence[str], cwd: Optional[str] = None, env: Optional[Dict[str, 
     return _server.run(argv, cwd, env, 1e9 if timeout is None else timeout)
 
 
-__all__: List[str] = ['run', 'forks']
+__all__ = ['run', 'forks']

@@ -24,8 +24,7 @@ ITERS, KILL_AFTER = 4, 2
 def train(config, work_dir, *options, resume=False):
     cmd = [sys.executable, 'tools/train.py', config, '--work-dir', str(work_dir)]
     cmd += ['--resume'] if resume else []
-    return tool_process.run(cmd + ['--cfg-options', *options], cwd=ROOT, capture_output=True,
-                             text=True, timeout=600)
+    return tool_process.run(cmd + ['--cfg-options', *options], cwd=ROOT, timeout=600)
 
 
 def demo_options(task, tmp_path):

@@ -17,7 +17,7 @@ def test_demo_job_trains_evaluates_and_saves_pictures(tmp_path):
     out = tool_process.run([sys.executable, 'tools/demo.py', '--iters', '30', '--out',
                              str(tmp_path / 'out'), '--data-root', str(tmp_path / 'data'),
                              '--num-train', '160'],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+                            cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = json.load(open(tmp_path / 'out' / 'results.json'))
     det, seg = results['detection'], results['segmentation']

@@ -16,8 +16,7 @@ CONFIG = 'configs/demo/upernet_acmix-swin-slim_demo-shapes.py'
 
 
 def run(tool, *args):
-    return tool_process.run([sys.executable, f'tools/{tool}', *args], cwd=ROOT, capture_output=True,
-                             text=True, timeout=600)
+    return tool_process.run([sys.executable, f'tools/{tool}', *args], cwd=ROOT, timeout=600)
 
 
 @pytest.mark.slow

@@ -74,8 +74,7 @@ def test_backbone_init_cfg_reads_placeholders_and_warns(crafted, build):
 def test_converter_reads_placeholders_and_warns(crafted, tmp_path):
     path, sentinel = crafted
     out = tool_process.run([sys.executable, 'tools/model_converters/acmix2mm.py', str(path),
-                             str(tmp_path / 'converted.pth')], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+                             str(tmp_path / 'converted.pth')], cwd=ROOT, timeout=300)
     assert str(path) in out.stderr and 'placeholders' in out.stderr, out.stderr[-2000:]
     assert not sentinel.exists()
 
@@ -98,7 +97,7 @@ def test_tools_test_checkpoint_refuses(crafted, tmp_path):
     out = tool_process.run([sys.executable, 'tools/test.py', config, str(path), '--work-dir',
                              str(tmp_path / 'work'), '--cfg-options',
                              f'test_dataloader.dataset.data_root={ade}'], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+                            timeout=300)
     assert out.returncode != 0
     assert f'{path}: refused to load' in out.stderr, out.stderr[-2000:]
     assert not sentinel.exists()

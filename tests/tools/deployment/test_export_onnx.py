@@ -37,7 +37,7 @@ def test_export_runs_in_onnxruntime_at_other_sizes(variant, tmp_path):
                       (f'model = dict(backbone={backbone})\n' if backbone else ''))
     out_file = tmp_path / 'backbone.onnx'
     out = tool_process.run([sys.executable, TOOL, str(config), '--out', str(out_file), '--shape',
-                             *shape], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                             *shape], cwd=ROOT, timeout=1200)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     checks = re.findall(r'at 3x3x(\d+)x(\d+): largest difference \S+ \((\S+) of', out.stdout)
     assert len(checks) == 2 and any(int(h) % 2 for h, _, _ in checks), out.stdout
@@ -62,8 +62,8 @@ def test_nonstandard_operators_are_found(tmp_path):
 
 def test_usage_errors():
     out = tool_process.run([sys.executable, TOOL, 'configs/nope.py', '--out', 'x.onnx'], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+                            timeout=300)
     assert out.returncode != 0 and "config 'configs/nope.py' does not exist" in out.stderr
     out = tool_process.run([sys.executable, TOOL, 'configs/nope.py', '--out', 'x.onnx', '--shape',
-                             '8', '8'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             '8', '8'], cwd=ROOT, timeout=300)
     assert out.returncode == 2 and '--shape must be at least 32 32' in out.stderr

@@ -27,8 +27,7 @@ def test_check_reports_the_released_swin_tiny_and_writes_nothing(tmp_path):
                                    classes=1000)
     src = tmp_path / 'acmix_swin_tiny_patch4_window7_224.pth'
     torch.save({'model': sd, 'config': TrainingConfig(), 'max_accuracy': 81.9}, src)
-    out = tool_process.run([sys.executable, TOOL, '--check', str(src)], capture_output=True,
-                            text=True, cwd=tmp_path)
+    out = tool_process.run([sys.executable, TOOL, '--check', str(src)], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert os.listdir(tmp_path) == [src.name]
     assert 'code from the checkpoint ran' not in out.stdout
