@@ -474,7 +474,7 @@ struct RowWork {
   int64_t padded_wo, lead, qlen, klen, phase_len, num_slots, tick = 0;
   std::vector<int64_t> cols, rows, slot_of, slot_key, slot_age;
   std::vector<std::vector<int64_t>> phase_offsets;  // [p]: the j with j * dilation = p (mod s)
-  Buffer<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total, sum;
+  Buffer<T> keys, values, key_phases, value_phases, query, grad, attn, dattn, total;
   Buffer<T> transposed;  // kShared rows of one phase, for window_transpose
   // Offsets for chunk_dot_shared: of the query-indexed rows of channel c (c * qlen) and of
   // window offset o's row (o * qlen); of the key / value rows of channel c in their buffer, and
@@ -508,7 +508,6 @@ struct RowWork {
     transposed.assign(kShared * round_up((g.span + g.stride - 1) / g.stride, kChunk), T(0));
     dattn.assign(g.k2() * qlen, T(0));
     total.assign(padded_wo, T(0));
-    sum.assign(padded_wo, T(0));
     const int64_t channel_stride = g.stride == 1 ? klen : g.stride * phase_len;
     for (int64_t c = 0; c < g.d; ++c) {
       query_offsets.push_back(c * qlen);
@@ -770,19 +769,27 @@ struct RowWork {
         for (int64_t x = 0; x < padded_wo; ++x) peak[x] = std::max(peak[x], a[x]);
       }
     }
-    fill_short(sum.data(), padded_wo, T(0));
-    for (int64_t o = 0; o < g.k2(); ++o) {
-      T* a = attn_row(o);
-      for (int64_t x = 0; x < padded_wo; ++x) {
-        a[x] = fast_exp(a[x] - peak[x]);
-        sum[x] += a[x];
+    // One chunk of queries at a time, its maximum and running sum in registers rather than
+    // re-read and re-stored for every window offset; the sums add the offsets in the same order.
+    for (int64_t x0 = 0; x0 < padded_wo; x0 += kChunk) {
+      T top[kChunk], acc[kChunk];
+      for (int64_t x = 0; x < kChunk; ++x) {
+        top[x] = peak[x0 + x];
+        acc[x] = T(0);
       }
-    }
-    for (int64_t x = 0; x < padded_wo; ++x) total[x] = T(1) / sum[x];
-    if (!normalize) return;
-    for (int64_t o = 0; o < g.k2(); ++o) {
-      T* a = attn_row(o);
-      for (int64_t x = 0; x < padded_wo; ++x) a[x] *= total[x];
+      for (int64_t o = 0; o < g.k2(); ++o) {
+        T* a = attn_row(o) + x0;
+        for (int64_t x = 0; x < kChunk; ++x) {
+          a[x] = fast_exp(a[x] - top[x]);
+          acc[x] += a[x];
+        }
+      }
+      for (int64_t x = 0; x < kChunk; ++x) total[x0 + x] = T(1) / acc[x];
+      if (!normalize) continue;
+      for (int64_t o = 0; o < g.k2(); ++o) {
+        T* a = attn_row(o) + x0;
+        for (int64_t x = 0; x < kChunk; ++x) a[x] *= total[x0 + x];
+      }
     }
   }
 };
@@ -902,11 +909,15 @@ void backward_rows(const at::Tensor& grad_out, const at::Tensor& q, const at::Te
     work.window_dots(work.grad_row(0), work.value_buffer(),
                      [&](int64_t o) { return work.dattn_row(o); });
     T* row_total = work.total.data();
-    fill_short(row_total, work.padded_wo, T(0));
-    for (int64_t o = 0; o < k2; ++o) {
-      const T* a = work.attn_row(o);
-      const T* da = work.dattn_row(o);
-      for (int64_t x = 0; x < work.padded_wo; ++x) row_total[x] += a[x] * da[x];
+    for (int64_t x0 = 0; x0 < work.padded_wo; x0 += kChunk) {  // the sums in registers
+      T acc[kChunk];
+      for (int64_t x = 0; x < kChunk; ++x) acc[x] = T(0);
+      for (int64_t o = 0; o < k2; ++o) {
+        const T* a = work.attn_row(o) + x0;
+        const T* da = work.dattn_row(o) + x0;
+        for (int64_t x = 0; x < kChunk; ++x) acc[x] += a[x] * da[x];
+      }
+      for (int64_t x = 0; x < kChunk; ++x) row_total[x0 + x] = acc[x];
     }
     for (int64_t o = 0; o < k2; ++o) {
       const T* a = work.attn_row(o);
