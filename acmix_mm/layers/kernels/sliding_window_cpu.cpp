@@ -548,7 +548,11 @@ struct RowWork {
     for (int64_t c = 0; c < g.d; ++c) {
       const T* qr = q.row(c, yo * g.stride);
       T* qo = query_row(c);
-      for (int64_t x = 0; x < g.Wo; ++x) qo[x] = qr[x * g.stride] * scale;
+      if (g.stride == 1) {  // unit stride known to the compiler, so that the loop vectorises
+        for (int64_t x = 0; x < g.Wo; ++x) qo[x] = qr[x] * scale;
+      } else {
+        for (int64_t x = 0; x < g.Wo; ++x) qo[x] = qr[x * g.stride] * scale;
+      }
     }
     for (int64_t i = 0; i < g.kernel; ++i) {
       rows[i] = reflect(yo * g.stride - g.pad + i * g.dilation, g.H);
