@@ -52,6 +52,13 @@ CASES = [
     (PY + ['tools/analysis_tools/profile_backbone.py', 'acmix-r50', '--steps', '0'],
      '--steps must be at least 1, got 0'),
     (PY + ['tools/analysis_tools/profile_backbone.py', 'resnet-50'], "invalid choice: 'resnet-50'"),
+    (PY + ['tools/analysis_tools/compare_kernel_builds.py'], 'usage: compare_kernel_builds.py'),
+    (PY + ['tools/analysis_tools/compare_kernel_builds.py', 'missing.so', 'missing.so'],
+     "OLD 'missing.so' is not a file"),
+    (PY + ['tools/analysis_tools/compare_kernel_builds.py', 'README.md', 'README.md'],
+     "OLD 'README.md' does not load as a Python extension"),
+    (PY + ['tools/analysis_tools/compare_kernel_builds.py', 'a.so', 'b.so', '--rounds', '0'],
+     'argument --rounds: must be at least 1, got 0'),
     (PY + ['tools/analysis_tools/gpu_check_kernels.py', '--warm', 'float64'],
      "argument --warm: invalid choice: 'float64'"),
 ]
