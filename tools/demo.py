@@ -14,6 +14,7 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from acmix_mm.utils.argument_types import positive_int  # noqa: E402
 from acmix_mm.utils.cpu_allocator import (add_cpu_allocator_argument,  # noqa: E402
                                            configure_cpu_allocator)
 
@@ -75,14 +76,12 @@ def run_job(name, config, data_root, keys, out, iters):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='work_dirs/demo', help='output folder')
-    parser.add_argument('--iters', type=int, help='training iterations (default: the configs\')')
+    parser.add_argument('--iters', type=positive_int, help='training iterations (default: the configs\')')
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
-    parser.add_argument('--num-train', type=int, default=800,
+    parser.add_argument('--num-train', type=positive_int, default=800,
                         help='training images to generate (the validation split has 40)')
     add_cpu_allocator_argument(parser)
     args = parser.parse_args(argv)
-    if args.iters is not None and args.iters < 1:
-        parser.error(f'--iters must be a positive integer, got {args.iters}')
     start = time.perf_counter()
     os.chdir(ROOT)
     import torch

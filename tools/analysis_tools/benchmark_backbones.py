@@ -23,6 +23,7 @@ import time
 import traceback
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from acmix_mm.utils.argument_types import positive_int  # noqa: E402
 from acmix_mm.utils.cpu_allocator import (add_cpu_allocator_argument,  # noqa: E402
                                            configure_cpu_allocator)
 from acmix_mm.utils.benchmarking import (allocator_note, fastest_over_rounds,  # noqa: E402
@@ -408,26 +409,26 @@ def main(argv=None):
     parser.add_argument('--worker', nargs=3, metavar=('CASE', 'MODE', 'SIZE'), help=argparse.SUPPRESS)
     parser.add_argument('--paired', metavar='BASELINE', help=argparse.SUPPRESS)
     parser.add_argument('--cases', nargs='+', default=DEFAULT_CASES, choices=sorted(CASES))
-    parser.add_argument('--infer-size', type=int, default=224)
-    parser.add_argument('--train-size', type=int, default=512)
+    parser.add_argument('--infer-size', type=positive_int, default=224)
+    parser.add_argument('--train-size', type=positive_int, default=512)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
                         help='float16 autocast (bfloat16 on the CPU); measured in one process')
     parser.add_argument('--in-process', action='store_true',
                         help='measure every case in this process, as --device cuda does (on the '
                         'CPU: to check that path; its peak memory over-counts)')
-    parser.add_argument('--threads', type=int, default=2, help='OMP threads per case')
+    parser.add_argument('--threads', type=positive_int, default=2, help='OMP threads per case')
     add_cpu_allocator_argument(
         parser, help='malloc of the timing runs, as tools/train.py\'s: "retain" keeps freed '
         'memory for reuse, "system" the defaults (memory workers always run the defaults, see '
         'acmix_mm.utils.benchmarking)')
-    parser.add_argument('--repeat', type=int, default=5,
+    parser.add_argument('--repeat', type=positive_int, default=5,
                         help='timed runs per case (the fastest is reported)')
-    parser.add_argument('--rounds', type=int, default=2,
+    parser.add_argument('--rounds', type=positive_int, default=2,
                         help='passes over all cases; each case reports its fastest pass')
-    parser.add_argument('--size', type=int,
+    parser.add_argument('--size', type=positive_int,
                         help='input size of inference and training (sets both sizes above)')
-    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--batch', type=positive_int, default=1)
     parser.add_argument('--norm-eval', action='store_true',
                         help='ResNet cases train with frozen batch-norm statistics (mmdet\'s '
                         'detection setting); by default their batch norms train, in both the '

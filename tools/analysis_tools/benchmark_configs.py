@@ -28,6 +28,7 @@ from torch import nn
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from acmix_mm.utils.argument_types import positive_int  # noqa: E402
 from acmix_mm.utils.benchmarking import (peak_rss_bytes, reset_peak_rss,  # noqa: E402
                                          run_worker, write_report)
 
@@ -266,23 +267,18 @@ def parse_args(argv=None):
     parser.add_argument('configs', nargs='+', metavar='CONFIG',
                         help='config files or scope::path of installed frameworks; the first is '
                         'the baseline')
-    parser.add_argument('--size', nargs=2, type=int, default=[224, 224], metavar=('H', 'W'))
-    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--size', nargs=2, type=positive_int, default=[224, 224], metavar=('H', 'W'))
+    parser.add_argument('--batch', type=positive_int, default=1)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--parts', default='backbone', choices=['backbone', 'model'])
-    parser.add_argument('--repeat', type=int, default=5,
+    parser.add_argument('--repeat', type=positive_int, default=5,
                         help='timed steps per case and mode (the fastest is reported)')
-    parser.add_argument('--threads', type=int, default=os.cpu_count(),
+    parser.add_argument('--threads', type=positive_int, default=os.cpu_count(),
                         help='OpenMP threads of the measuring processes')
     parser.add_argument('--out', default='work_dirs/benchmark_configs',
                         help='path prefix of the .md, .json and .png')
     parser.add_argument('--worker', choices=['time', 'memory'], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ('batch', 'repeat', 'threads'):
-        if getattr(args, name) < 1:
-            parser.error(f'--{name} must be a positive integer, got {getattr(args, name)}')
-    if min(args.size) < 1:
-        parser.error(f'--size takes two positive integers H W, got {args.size}')
     if args.worker == 'memory' and len(args.configs) != 1:
         parser.error('--worker memory measures one config')
     return args

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from acmix_mm.layers import projection  # noqa: E402
+from acmix_mm.utils.argument_types import positive_int  # noqa: E402
 from acmix_mm.utils.benchmarking import write_report  # noqa: E402
 
 # (input channels, H, W): ACmix's input in ResNet-50's 3x3 position, the strided blocks at the
@@ -148,8 +149,8 @@ def main(argv=None):
     parser.add_argument('--out', default='docs/benchmark_projection')
     parser.add_argument('--variant', choices=('resnet', 'swin'), default='resnet',
                         help="the ResNet variant's 1x1 projections or the Swin variant's tokens")
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--threads', type=positive_int, default=2)
+    parser.add_argument('--repeat', type=positive_int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results, rows = [], []

@@ -17,6 +17,7 @@ import traceback
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from acmix_mm.utils.argument_types import non_negative_int, positive_int  # noqa: E402
 
 # ACmix case -> (its config, the baseline's config)
 CASES = {
@@ -36,21 +37,16 @@ def baseline_name(case: str) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES))
-    parser.add_argument('--size', nargs=2, type=int, default=[512, 512], metavar=('H', 'W'))
-    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--size', nargs=2, type=positive_int, default=[512, 512], metavar=('H', 'W'))
+    parser.add_argument('--batch', type=positive_int, default=8)
     parser.add_argument('--device', default='cuda', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
                         help='float16 AmpOptimWrapper on CUDA (bfloat16 autocast on the CPU)')
-    parser.add_argument('--repeat', type=int, default=3, help='timed iterations of each model')
-    parser.add_argument('--warmup', type=int, default=2,
+    parser.add_argument('--repeat', type=positive_int, default=3, help='timed iterations of each model')
+    parser.add_argument('--warmup', type=non_negative_int, default=2,
                         help='untimed iterations of each model first')
     parser.add_argument('--out', default='docs/benchmarks_upernet', help='path prefix')
     args = parser.parse_args(argv)
-    if args.warmup < 0:
-        parser.error(f'--warmup must be >= 0, got {args.warmup}')
-    for name in ('batch', 'repeat'):
-        if getattr(args, name) < 1:
-            parser.error(f'--{name} must be >= 1, got {getattr(args, name)}')
     if min(args.size) < 32:
         parser.error(f'--size must be at least 32 32 (UperNet downsamples 32x), got {args.size}')
     return args

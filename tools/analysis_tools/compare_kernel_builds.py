@@ -12,6 +12,7 @@ attention forward and backward (``sliding_window_forward`` / ``_backward``) and 
 layer runs it in inference (``acmix_mix_paths``) and in training (``acmix_stage_backward``).
 """
 import argparse
+import functools
 import importlib.util
 import os
 import os.path as osp
@@ -23,14 +24,17 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from acmix_mm.layers import ACmix  # noqa: E402
+from acmix_mm.utils.argument_types import positive_int  # noqa: E402
 from acmix_mm.utils.benchmarking import write_report  # noqa: E402
 
 # (channels, input side, stride): ACmix-ResNet-50's layers at 224x224
 SHAPES = [(64, 56, 1), (128, 56, 2), (128, 28, 1), (256, 28, 2), (256, 14, 1), (512, 14, 2),
           (512, 7, 1)]
-KERNELS = ('attention forward', 'attention backward', 'stage II', 'stage II backward')
-FUNCTIONS = ('sliding_window_forward', 'sliding_window_backward', 'acmix_mix_paths',
-             'acmix_stage_backward')
+# the kernels compared: their name in the report -> the extension's function
+KERNELS = {'attention forward': 'sliding_window_forward',
+           'attention backward': 'sliding_window_backward',
+           'stage II': 'acmix_mix_paths',
+           'stage II backward': 'acmix_stage_backward'}
 
 
 def load_library(path: str, argument: str):
@@ -46,7 +50,7 @@ def load_library(path: str, argument: str):
         spec.loader.exec_module(module)
     except (ImportError, AttributeError) as error:
         raise SystemExit(f"{argument} '{path}' does not load as a Python extension: {error}")
-    missing = [f for f in FUNCTIONS if not hasattr(module, f)]
+    missing = [f for f in KERNELS.values() if not hasattr(module, f)]
     if missing:
         raise SystemExit(f"{argument} '{path}' lacks {', '.join(missing)}: not a build of "
                          "acmix_mm's CPU kernels")
@@ -55,7 +59,7 @@ def load_library(path: str, argument: str):
 
 def calls(layer: ACmix, side: int):
     """``name -> f(module)`` for each kernel of ``KERNELS`` on a seeded input of ``layer`` (its
-    ``qkv`` at ``side x side``); each runs the kernel of the given extension module."""
+    ``qkv`` at ``side x side``); each runs that kernel of the given extension module."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, layer.in_channels, side, side, generator=gen)
     with torch.no_grad():
@@ -72,13 +76,19 @@ def calls(layer: ACmix, side: int):
              p['dep_conv.weight'], p.get('dep_conv.bias'), float(p['rate1']), p['rate2'], n,
              layer.kernel_att, s, layer.dilation)
     geometry = (scale, layer.kernel_att, s, layer.dilation)
-    return {
-        'attention forward': lambda m: m.sliding_window_forward(q, k, v, pe, *geometry),
-        'attention backward': lambda m: m.sliding_window_backward(
-            grad.view(1, n, d, out_side, out_side), q, k, v, pe, *geometry, None),
-        'stage II': lambda m: m.acmix_mix_paths(qkv, *stage),
-        'stage II backward': lambda m: m.acmix_stage_backward(grad, qkv, *stage),
+    arguments = {
+        'sliding_window_forward': (q, k, v, pe, *geometry),
+        'sliding_window_backward': (grad.view(1, n, d, out_side, out_side), q, k, v, pe,
+                                    *geometry, None),
+        'acmix_mix_paths': (qkv, *stage),
+        'acmix_stage_backward': (grad, qkv, *stage),
     }
+    return {name: functools.partial(_call, function, arguments[function])
+            for name, function in KERNELS.items()}
+
+
+def _call(function: str, arguments: tuple, module):
+    return getattr(module, function)(*arguments)
 
 
 def differences(a, b):
@@ -153,20 +163,13 @@ def plot(results, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('old', help='library of the build to compare against (.so)')
     parser.add_argument('new', help='library of the build under test (.so)')
-    parser.add_argument('--rounds', type=positive, default=15)
-    parser.add_argument('--calls', type=positive, default=5, help='calls per timed run')
-    parser.add_argument('--threads', type=positive, default=2)
+    parser.add_argument('--rounds', type=positive_int, default=15)
+    parser.add_argument('--calls', type=positive_int, default=5, help='calls per timed run')
+    parser.add_argument('--threads', type=positive_int, default=2)
     parser.add_argument('--out', help='writes OUT.md, OUT.json and OUT.png')
     args = parser.parse_args(argv)
     old = load_library(args.old, 'OLD')

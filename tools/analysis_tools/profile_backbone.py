@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import benchmark_backbones as bench  # noqa: E402
+from acmix_mm.utils.argument_types import positive_int  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -27,17 +28,13 @@ def parse_args(argv=None):
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cuda')
     parser.add_argument('--amp', action='store_true',
                         help='float16 autocast (bfloat16 on the CPU)')
-    parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--size', type=int, default=224,
+    parser.add_argument('--batch', type=positive_int, default=2)
+    parser.add_argument('--size', type=positive_int, default=224,
                         help='input size of the backbone cases (layer cases keep their own)')
-    parser.add_argument('--steps', type=int, default=3, help='profiled steps')
-    parser.add_argument('--top', type=int, default=25, help='rows of the table')
+    parser.add_argument('--steps', type=positive_int, default=3, help='profiled steps')
+    parser.add_argument('--top', type=positive_int, default=25, help='rows of the table')
     parser.add_argument('--out', help='also write the table to this file')
-    args = parser.parse_args(argv)
-    for name in ('batch', 'size', 'steps', 'top'):
-        if getattr(args, name) < 1:
-            parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
