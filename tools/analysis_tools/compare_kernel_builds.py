@@ -7,7 +7,8 @@ equal and how their times compare, at the shapes of ACmix-ResNet-50's layers (in
 
 On a machine whose speed drifts (a shared VM), the same code timed in separate processes moves by
 more than a kernel change does. Here both libraries run in one process on the same inputs, their
-calls alternating; each time is the fastest of ``--rounds`` runs of ``--calls`` calls. Kernels: the
+calls alternating (each timed run after an untimed call of the same build, the builds taking turns
+to go first); each time is the fastest of ``--rounds`` runs of ``--calls`` calls. Kernels: the
 attention forward and backward (``sliding_window_forward`` / ``_backward``) and stage II as the
 layer runs it in inference (``acmix_mix_paths``) and in training (``acmix_stage_backward``).
 """
@@ -121,8 +122,13 @@ def compare(old, new, rounds: int, calls_per_run: int, shapes=None, progress=pri
                               old_ms=float('inf'), new_ms=float('inf')))
     with torch.no_grad():
         for r in range(rounds):
+            # Each build's timed calls follow an untimed call of its own, and the builds swap
+            # places every round: timed in a fixed order, the second of one build loaded twice
+            # measured 0.83x-1.00x of the first (the first call warmed the caches for it).
+            order = [('old_ms', old), ('new_ms', new)][::1 if r % 2 == 0 else -1]
             for case in cases:
-                for key, module in (('old_ms', old), ('new_ms', new)):
+                for key, module in order:
+                    case['run'](module)
                     start = time.perf_counter()
                     for _ in range(calls_per_run):
                         case['run'](module)
