@@ -76,7 +76,8 @@ def run_job(name, config, data_root, keys, out, iters):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='work_dirs/demo', help='output folder')
-    parser.add_argument('--iters', type=positive_int, help='training iterations (default: the configs\')')
+    parser.add_argument('--iters', type=positive_int,
+                        help='training iterations (default: the configs\')')
     parser.add_argument('--data-root', default='data/demo', help='where the demo data goes')
     parser.add_argument('--num-train', type=positive_int, default=800,
                         help='training images to generate (the validation split has 40)')

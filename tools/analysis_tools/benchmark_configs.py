@@ -267,7 +267,8 @@ def parse_args(argv=None):
     parser.add_argument('configs', nargs='+', metavar='CONFIG',
                         help='config files or scope::path of installed frameworks; the first is '
                         'the baseline')
-    parser.add_argument('--size', nargs=2, type=positive_int, default=[224, 224], metavar=('H', 'W'))
+    parser.add_argument('--size', nargs=2, type=positive_int, default=[224, 224],
+                        metavar=('H', 'W'))
     parser.add_argument('--batch', type=positive_int, default=1)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--parts', default='backbone', choices=['backbone', 'model'])

@@ -153,10 +153,13 @@ def main_in_process(args, argv):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--worker', nargs=2, metavar=('CASE', 'MODE'), help=argparse.SUPPRESS)
-    parser.add_argument('--size', nargs=2, type=positive_int, default=[800, 1333], metavar=('H', 'W'))
+    parser.add_argument('--size', nargs=2, type=positive_int, default=[800, 1333],
+                        metavar=('H', 'W'))
     parser.add_argument('--batch', type=positive_int, default=2)
-    parser.add_argument('--repeat', type=positive_int, default=2, help='timed iterations per process')
-    parser.add_argument('--rounds', type=positive_int, default=2, help='alternating passes over the cases')
+    parser.add_argument('--repeat', type=positive_int, default=2,
+                        help='timed iterations per process')
+    parser.add_argument('--rounds', type=positive_int, default=2,
+                        help='alternating passes over the cases')
     parser.add_argument('--threads', type=positive_int, default=2, help='OMP threads per case')
     add_cpu_allocator_argument(
         parser, help='malloc of the timing runs, as tools/train.py\'s: "retain" keeps freed '

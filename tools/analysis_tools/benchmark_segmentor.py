@@ -37,12 +37,14 @@ def baseline_name(case: str) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=list(CASES))
-    parser.add_argument('--size', nargs=2, type=positive_int, default=[512, 512], metavar=('H', 'W'))
+    parser.add_argument('--size', nargs=2, type=positive_int, default=[512, 512],
+                        metavar=('H', 'W'))
     parser.add_argument('--batch', type=positive_int, default=8)
     parser.add_argument('--device', default='cuda', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', action='store_true',
                         help='float16 AmpOptimWrapper on CUDA (bfloat16 autocast on the CPU)')
-    parser.add_argument('--repeat', type=positive_int, default=3, help='timed iterations of each model')
+    parser.add_argument('--repeat', type=positive_int, default=3,
+                        help='timed iterations of each model')
     parser.add_argument('--warmup', type=non_negative_int, default=2,
                         help='untimed iterations of each model first')
     parser.add_argument('--out', default='docs/benchmarks_upernet', help='path prefix')

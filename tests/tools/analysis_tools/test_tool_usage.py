@@ -36,6 +36,7 @@ def test_wheelhouse_script_prints_usage_and_refuses_bad_arguments():
 
 def test_segmentor_benchmark_refuses_bad_arguments_by_name():
     out = run([sys.executable, 'tools/analysis_tools/benchmark_segmentor.py', '--batch', '0'])
-    assert out.returncode == 2 and 'argument --batch: must be a positive integer, got 0' in out.stderr
+    assert out.returncode == 2
+    assert 'argument --batch: must be a positive integer, got 0' in out.stderr
     out = run([sys.executable, 'tools/analysis_tools/benchmark_segmentor.py', '--size', '16', '64'])
     assert out.returncode == 2 and '--size must be at least 32 32' in out.stderr
