@@ -1,20 +1,21 @@
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 from torch import nn
 
+import tool_process
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
 def test_benchmark_runs_on_a_tiny_case(tmp_path):
-    out = subprocess.run(
+    out = tool_process.run(
         [sys.executable, 'tools/analysis_tools/benchmark_backbones.py', '--cases', 'qkv-1x1-512',
          'acmix-layer-512', '--repeat', '1', '--rounds', '1', '--batch', '2', '--out',
          str(tmp_path / 'bench')],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.load(open(tmp_path / 'bench.json'))
     assert {(r['name'], r['mode']) for r in results} == {
@@ -60,11 +61,11 @@ def test_resnet_cases_share_their_batch_norm_mode(norm_eval, monkeypatch):
 def test_in_process_path_applies_and_reports_the_allocator(tmp_path):
     """``--in-process`` (as ``--amp`` and CUDA) measures in the tool's own process, which takes
     ``--cpu-allocator`` and says so in the report."""
-    out = subprocess.run(
+    out = tool_process.run(
         [sys.executable, 'tools/analysis_tools/benchmark_backbones.py', '--in-process',
          '--cases', 'qkv-1x1-512', 'acmix-layer-512', '--repeat', '1', '--cpu-allocator',
          'system', '--out', str(tmp_path / 'bench')],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     md = (tmp_path / 'bench.md').read_text()
     assert "CPU allocator: the C library's defaults (--cpu-allocator system)" in md

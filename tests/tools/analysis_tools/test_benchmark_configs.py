@@ -2,11 +2,12 @@
 user's config file with an ACmix backbone (``custom_imports``)."""
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
+
+import tool_process
 
 from . import ROOT, load_tool
 
@@ -42,13 +43,12 @@ def build(config):
     return MODELS.build(Config.fromfile(config).model)
 
 
-@pytest.mark.slow  # three fresh interpreters
+@pytest.mark.slow  # a fresh interpreter per config
 def test_two_tiny_configs_side_by_side(tmp_path):
     configs = tiny_configs(tmp_path)
-    out = subprocess.run([sys.executable, TOOL, *configs, '--parts', 'model', '--size', '32', '48',
-                          '--batch', '2', '--repeat', '1', '--threads', '1',
-                          '--out', str(tmp_path / 'report')], capture_output=True, text=True,
-                         cwd=ROOT)
+    out = tool_process.run([sys.executable, TOOL, *configs, '--parts', 'model', '--size', '32',
+                            '48', '--batch', '2', '--repeat', '1', '--threads', '1',
+                            '--out', str(tmp_path / 'report')], cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / 'report.json').read_text())
     assert [r['config'] for r in results] == list(configs)

@@ -1,17 +1,18 @@
 import json
 import os
-import subprocess
 import sys
+
+import tool_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
 def test_detector_benchmark_runs_on_tiny_images(tmp_path):
-    out = subprocess.run(
+    out = tool_process.run(
         [sys.executable, 'tools/analysis_tools/benchmark_detector.py', '--size', '64', '96',
          '--batch', '1', '--repeat', '1', '--rounds', '1', '--cpu-allocator', 'system', '--out',
          str(tmp_path / 'det')],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     results = {(r['name'], r['mode']): r for r in json.load(open(tmp_path / 'det.json'))}
     assert set(results) == {(n, m) for n in ('mask-rcnn_r50', 'mask-rcnn_acmix-r50')

@@ -1,10 +1,11 @@
 """The GPU tools print their usage on any machine (no CUDA, no Triton needed for --help)."""
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
+
+import tool_process
 
 from . import load_tool
 
@@ -12,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__)
 
 
 def run(args):
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return tool_process.run(args, cwd=ROOT, timeout=120)
 
 
 def test_gpu_check_prints_usage_without_a_gpu():

@@ -17,17 +17,19 @@ TOOL_PATH = 'tools/deployment/export_onnx.py'
 TOOL = os.path.join(ROOT, TOOL_PATH)
 
 
-# The demo configs' backbones: ACmix-ResNet whole (about a minute); ACmix-Swin cut to its first
-# two stages, the second of one block: the first keeps a shifted block and patch merging pads
-# the odd size (torch.export of the whole Swin with dynamic sizes takes several minutes; of two
-# stages of two blocks, 100 s)
+# The demo configs' backbones cut to two stages, which export in about half the time (ad hoc, on
+# 2026-11-29: ACmix-ResNet 21 s instead of 40 s, ACmix-Swin 41 s instead of 98 s with two blocks
+# in its second stage; the whole Swin takes several minutes). ACmix-ResNet keeps its stride-1 and
+# stride-2 ACmix layers; ACmix-Swin a shifted block and the patch merging that pads the odd size.
 BACKBONES = {
-    'resnet': ('configs/demo/mask-rcnn_acmix-r26-slim_fpn_demo-shapes.py', None, ('64', '64')),
+    'resnet': ('configs/demo/mask-rcnn_acmix-r26-slim_fpn_demo-shapes.py',
+               'dict(num_stages=2, strides=(1, 2), dilations=(1, 1), out_indices=(0, 1))',
+               ('64', '64')),
     'swin': ('configs/demo/upernet_acmix-swin-slim_demo-shapes.py',
              'dict(depths=(2, 1), num_heads=(1, 2), strides=(4, 2), out_indices=(0, 1))',
              ('67', '61')),
 }
-NUM_OUTPUTS = {'resnet': 4, 'swin': 2}
+NUM_OUTPUTS = {'resnet': 2, 'swin': 2}
 
 
 @pytest.mark.slow
@@ -35,8 +37,8 @@ NUM_OUTPUTS = {'resnet': 4, 'swin': 2}
 def test_export_runs_in_onnxruntime_at_other_sizes(variant, tmp_path):
     base, backbone, shape = BACKBONES[variant]
     config = tmp_path / 'config.py'
-    config.write_text(f'_base_ = {os.path.join(ROOT, base)!r}\n' +
-                      (f'model = dict(backbone={backbone})\n' if backbone else ''))
+    config.write_text(f'_base_ = {os.path.join(ROOT, base)!r}\n'
+                      f'model = dict(backbone={backbone})\n')
     out_file = tmp_path / 'backbone.onnx'
     out = tool_process.run([sys.executable, TOOL, str(config), '--out', str(out_file), '--shape',
                              *shape], cwd=ROOT, timeout=1200)
