@@ -38,13 +38,31 @@ def _gathers_rows(x: torch.Tensor) -> bool:
     return x.device.type == 'cpu' and not recording_graph()
 
 
+MASKED_LOGIT = -1e4
+
+
+def build_shift_mask(padded_hw: Tuple[int, int], window_size: int, shift: int,
+                     device: torch.device) -> Optional[torch.Tensor]:
+    """Swin's shifted-window mask, ``(num_windows, n, n)``: 0 where query and key lie in one
+    region of the shifted map, :data:`MASKED_LOGIT` where not; None without a shift.
+
+    The regions are mmpretrain's (``ShiftWindowMSA.get_attn_mask``), whose mask, like the
+    reference Swin's and mmdet's, holds -100. Those logits leave softmax weights of about
+    ``exp(-100) = 3.7e-44``, denormal in float32, on which the CPU's ``attn @ v`` product runs
+    tens of times slower (denormal operands take microcode assists). At -1e4 the weights are
+    exactly 0 in float32 and float64; the reference's are 0 to within 4e-44 of every softmax
+    row's sum of 1, far below the rounding of either dtype.
+    """
+    mask = PretrainShiftWindowMSA.get_attn_mask(padded_hw, window_size, shift, device)
+    return None if mask is None else mask.masked_fill(mask != 0, MASKED_LOGIT)
+
+
 @functools.lru_cache(maxsize=64)
 def shift_mask(padded_hw: Tuple[int, int], window_size: int, shift: int,
                device: torch.device) -> Optional[torch.Tensor]:
-    """mmpretrain's ``ShiftWindowMSA.get_attn_mask``, made once per map size, window, shift and
-    device (it depends on nothing else): ``(num_windows, n, n)`` of 0 / -100, or None without a
-    shift. Shared by every caller, so never modified in place."""
-    return PretrainShiftWindowMSA.get_attn_mask(padded_hw, window_size, shift, device)
+    """:func:`build_shift_mask`, made once per map size, window, shift and device (it depends on
+    nothing else). Shared by every caller, so never modified in place."""
+    return build_shift_mask(padded_hw, window_size, shift, device)
 
 
 class ACmixWindowMSA(WindowMSA):
@@ -116,7 +134,7 @@ class ACmixWindowMSA(WindowMSA):
         """Relative position bias plus the shift mask, for every window and head.
 
         Args:
-            mask: ``(num_windows, n, n)`` of 0 / -100, or None.
+            mask: ``(num_windows, n, n)`` from :func:`build_shift_mask`, or None.
             windows: ``B * num_windows``.
 
         Returns:
@@ -199,7 +217,7 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         shift = self.shift_size if min(h, w) > ws else 0
         x = pad_and_roll(query.view(b, h, w, c), padded_hw, shift)
         if recording_graph():  # sizes may be traced tensors
-            mask = PretrainShiftWindowMSA.get_attn_mask(padded_hw, ws, shift, x.device)
+            mask = build_shift_mask(padded_hw, ws, shift, x.device)
         else:
             mask = shift_mask(padded_hw, ws, shift, x.device)
 
