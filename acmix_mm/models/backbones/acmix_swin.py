@@ -1,12 +1,13 @@
 """ACmix-Swin: mmdet's Swin Transformer with ACmix in every (shifted) window attention."""
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
+from mmcv.cnn.bricks.drop import DropPath as MMCVDropPath
 from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
 from mmdet.models.backbones.swin import SwinTransformer
 from torch import nn
 
-from ...layers import TunedLinear
+from ...layers import DropPath, TunedLinear
 from ...layers._validation import (check_bool, check_dict, check_heads, check_indices,
                                    check_input, check_int, check_int_sequence, check_number,
                                    check_odd_kernel, check_positive_int)
@@ -21,13 +22,20 @@ from ..utils.swin_position_resize import resize_swin_position_tensors
 ACMIX_SWIN_DEFAULTS = dict(kernel_conv=3, fc_bias=True)
 
 
-def tune_linear_layers(module: nn.Module) -> None:
-    """Replaces every ``nn.Linear`` and mmcv ``Linear`` (exactly those types) inside ``module`` by
-    a :class:`~acmix_mm.layers.TunedLinear` holding the same parameters."""
+def replace_modules(module: nn.Module, types: Tuple[type, ...],
+                    make: Callable[[nn.Module], nn.Module]) -> None:
+    """Replaces every submodule of ``module`` whose type is exactly one of ``types`` by
+    ``make(submodule)``."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) in (nn.Linear, MMCVLinear):
-                setattr(parent, name, TunedLinear.from_linear(child))
+            if type(child) in types:
+                setattr(parent, name, make(child))
+
+
+def one_pass_drop_path(drop: MMCVDropPath) -> DropPath:
+    """A :class:`~acmix_mm.layers.DropPath` in place of mmcv's: the same ``drop_prob`` and random
+    draws, one pass over the tokens instead of two in each direction."""
+    return DropPath(drop.drop_prob).train(drop.training)
 
 
 @register_in_frameworks
@@ -54,7 +62,8 @@ class ACmixSwinTransformer(TrainReturnsSelfMixin, SwinTransformer):
 
     The feed-forward layers are :class:`~acmix_mm.layers.TunedLinear` (the same parameters and
     state-dict keys as mmcv's ``Linear``; on the CPU the faster of two matrix products), as the
-    attention's ``qkv`` and ``proj`` products are.
+    attention's ``qkv`` and ``proj`` products are, and the blocks' stochastic depth is
+    :class:`~acmix_mm.layers.DropPath` (mmcv's, in one pass).
 
     A ``Pretrained`` checkpoint of another ``window_size`` or ``pretrain_img_size`` loads with its
     relative position tables and absolute position embedding resized bicubically, as mmdet does.
@@ -86,7 +95,8 @@ class ACmixSwinTransformer(TrainReturnsSelfMixin, SwinTransformer):
             for block in stage.blocks:
                 block.attn = ACmixShiftWindowMSA.from_shift_window_msa(block.attn,
                                                                        **self.acmix_cfg)
-                tune_linear_layers(block.ffn)
+                replace_modules(block.ffn, (nn.Linear, MMCVLinear), TunedLinear.from_linear)
+                replace_modules(block, (MMCVDropPath, ), one_pass_drop_path)
 
     @classmethod
     def check_arguments(cls, acmix_cfg, pretrain_img_size, in_channels, embed_dims, patch_size,

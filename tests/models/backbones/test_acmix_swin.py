@@ -281,3 +281,19 @@ def test_feed_forward_layers_take_the_timed_product_with_unchanged_outputs(choic
                                      [m.stages[3].blocks[1].ffn.layers[0][0].weight])[0]
                  for m, out in zip((model, plain), outs))
     torch.testing.assert_close(got, want)
+
+
+def test_stochastic_depth_is_one_pass_with_mmdets_probabilities():
+    from mmcv.cnn.bricks.drop import DropPath as MMCVDropPath
+    from mmdet.models.backbones.swin import SwinTransformer
+
+    from acmix_mm.layers import DropPath
+    kwargs = dict(embed_dims=24, depths=(2, 3), num_heads=(1, 2), strides=(4, 2),
+                  out_indices=(0, 1), drop_path_rate=0.3)
+
+    def probabilities(model, kind):
+        return [m.drop_prob for m in model.modules() if type(m) is kind]
+    ours, theirs = ACmixSwinTransformer(**kwargs), SwinTransformer(**kwargs)
+    assert probabilities(ours, MMCVDropPath) == []
+    assert probabilities(ours, DropPath) == probabilities(theirs, MMCVDropPath)
+    assert len(probabilities(ours, DropPath)) == 10 and max(probabilities(ours, DropPath)) > 0
