@@ -5,6 +5,7 @@ import torch
 from mmcv.cnn.bricks.drop import DropPath as MMCVDropPath
 from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
 from mmdet.models.backbones.swin import SwinTransformer
+from mmdet.models.layers.transformer import PatchMerging
 from torch import nn
 
 from ...layers import DropPath, TunedLinear
@@ -12,7 +13,7 @@ from ...layers._validation import (check_bool, check_dict, check_heads, check_in
                                    check_input, check_int, check_int_sequence, check_number,
                                    check_odd_kernel, check_positive_int)
 from ...registry import register_in_frameworks
-from ..layers import ACmixShiftWindowMSA
+from ..layers import ACmixShiftWindowMSA, OneCopyPatchMerging
 from .train_returns_self import TrainReturnsSelfMixin
 from ..utils import acmix_swin_converter, extract_state_dict, load_matching_weights, read_checkpoint
 from ..utils.pretrained import strip_backbone_prefix
@@ -62,8 +63,9 @@ class ACmixSwinTransformer(TrainReturnsSelfMixin, SwinTransformer):
 
     The feed-forward layers are :class:`~acmix_mm.layers.TunedLinear` (the same parameters and
     state-dict keys as mmcv's ``Linear``; on the CPU the faster of two matrix products), as the
-    attention's ``qkv`` and ``proj`` products are, and the blocks' stochastic depth is
-    :class:`~acmix_mm.layers.DropPath` (mmcv's, in one pass).
+    attention's ``qkv`` and ``proj`` products are; the blocks' stochastic depth is
+    :class:`~acmix_mm.layers.DropPath` (mmcv's, in one pass) and the patch merging
+    :class:`~acmix_mm.models.layers.OneCopyPatchMerging` (mmdet's, in one copy).
 
     A ``Pretrained`` checkpoint of another ``window_size`` or ``pretrain_img_size`` loads with its
     relative position tables and absolute position embedding resized bicubically, as mmdet does.
@@ -97,6 +99,7 @@ class ACmixSwinTransformer(TrainReturnsSelfMixin, SwinTransformer):
                                                                        **self.acmix_cfg)
                 replace_modules(block.ffn, (nn.Linear, MMCVLinear), TunedLinear.from_linear)
                 replace_modules(block, (MMCVDropPath, ), one_pass_drop_path)
+        replace_modules(self.stages, (PatchMerging, ), OneCopyPatchMerging.from_patch_merging)
 
     @classmethod
     def check_arguments(cls, acmix_cfg, pretrain_img_size, in_channels, embed_dims, patch_size,

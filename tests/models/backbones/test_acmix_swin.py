@@ -297,3 +297,11 @@ def test_stochastic_depth_is_one_pass_with_mmdets_probabilities():
     assert probabilities(ours, MMCVDropPath) == []
     assert probabilities(ours, DropPath) == probabilities(theirs, MMCVDropPath)
     assert len(probabilities(ours, DropPath)) == 10 and max(probabilities(ours, DropPath)) > 0
+
+
+def test_patch_merging_is_one_copy():
+    from acmix_mm.models.layers import OneCopyPatchMerging
+    model = ACmixSwinTransformer(**TINY)
+    merges = [stage.downsample for stage in model.stages if stage.downsample is not None]
+    assert len(merges) == 3
+    assert all(type(m) is OneCopyPatchMerging and m.one_copy_applies() for m in merges)
