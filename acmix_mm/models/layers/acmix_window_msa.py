@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...layers import (build_dep_conv, build_fc, conv_path_channels_last, pad_and_roll,
-                       roll_and_crop, shift_init_)
+                       roll_and_crop, shift_init_, window_attention)
 from ...layers.acmix_triton import fc_bias_map, folded_conv_weight, qkv_channel_order
 from ...layers.kernels.conv_path_op import fused_conv_path_applies
 from ...layers.projection import project_tokens, recording_graph
@@ -107,28 +107,23 @@ class ACmixWindowMSA(WindowMSA):
         return conv_path_channels_last(qkv, self.num_heads, self.fc, self.dep_conv,
                                        out_scale=self.rate2, out_bias=proj_bias)
 
-    def split_windows(self, qkv: torch.Tensor,
-                      window_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def split_windows(self, qkv: torch.Tensor, window_size: int) -> torch.Tensor:
         """Queries, keys and values of every window and head, in one copy.
 
         Args:
             qkv: ``(B, H, W, 3C)``, ``H`` and ``W`` multiples of ``window_size``.
 
         Returns:
-            ``q, k, v``, each ``(B * num_windows * N, ws * ws, d)``, windows in row-major order.
+            ``(3, B * num_windows * N, ws * ws, d)``: q, k, v, windows in row-major order.
         """
         b, h, w, c3 = qkv.shape
         ws, heads = window_size, self.num_heads
         if _gathers_rows(qkv):
             index, inverse = window_row_index(b, h, w, ws, 3, heads, qkv.device)
             x = gather_rows(qkv.reshape(-1, c3 // (3 * heads)), index, inverse)
-            return x.view(3, -1, ws * ws, c3 // (3 * heads)).unbind(0)
+            return x.view(3, -1, ws * ws, c3 // (3 * heads))
         x = qkv.view(b, h // ws, ws, w // ws, ws, 3, heads, c3 // (3 * heads))
-        x = x.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, ws * ws, c3 // (3 * heads))
-        # unbind: its backward stacks the three gradients in one copy, where indexing's fills a
-        # zero (3, ...) tensor per index and sums the three
-        q, k, v = x.unbind(0)
-        return q, k, v
+        return x.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(3, -1, ws * ws, c3 // (3 * heads))
 
     def attention_bias(self, mask: Optional[torch.Tensor], windows: int) -> torch.Tensor:
         """Relative position bias plus the shift mask, for every window and head.
@@ -149,19 +144,29 @@ class ACmixWindowMSA(WindowMSA):
         bias = mask.unsqueeze(1) + bias  # (num_windows, N, n, n)
         return bias.expand(windows // mask.shape[0], -1, -1, -1, -1)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               bias: torch.Tensor) -> torch.Tensor:
+    def attend(self, qkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Softmax attention of every window and head.
 
         Args:
-            q, k, v: ``(M, n, d)`` from :meth:`split_windows`.
+            qkv: ``(3, M, n, d)`` from :meth:`split_windows`.
             bias: ``(M, n, n)`` (anything that reshapes to it), from :meth:`attention_bias`.
 
         Returns:
             ``(M, n, d)``, before ``proj``.
+
+        On the CPU, without dropout of the weights or autocast, this is
+        :func:`~acmix_mm.layers.window_attention` (its backward writes the gradients of q, k and
+        v into one tensor); elsewhere the same operators with ``attn_drop`` and ``softmax``.
         """
-        m, n, _ = q.shape
-        attn = torch.baddbmm(bias.reshape(m, n, n), q, k.transpose(1, 2), alpha=self.scale)
+        _, m, n, _ = qkv.shape
+        bias = bias.reshape(m, n, n)
+        if (qkv.device.type == 'cpu' and not torch.is_autocast_enabled('cpu')
+                and (self.attn_drop.p == 0 or not self.training)):
+            return window_attention(qkv, bias, self.scale)
+        # unbind: its backward stacks the three gradients in one copy, where indexing's fills a
+        # zero (3, ...) tensor per index and sums the three
+        q, k, v = qkv.unbind(0)
+        attn = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=self.scale)
         return torch.bmm(self.attn_drop(self.softmax(attn)), v)
 
 
@@ -252,7 +257,7 @@ class ACmixShiftWindowMSA(ShiftWindowMSA):
         else:
             out_conv = msa.convolution(qkv)
         windows = b * (h_pad // ws) * (w_pad // ws)
-        heads = msa.attend(*msa.split_windows(qkv, ws), msa.attention_bias(mask, windows))
+        heads = msa.attend(msa.split_windows(qkv, ws), msa.attention_bias(mask, windows))
         return self._merge(heads, out_conv, x.shape)
 
     def attend_fused(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:

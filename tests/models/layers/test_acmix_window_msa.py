@@ -4,7 +4,7 @@ from mmpretrain.models.utils.attention import ShiftWindowMSA as PretrainShiftWin
 
 from acmix_mm.layers import pad_and_roll
 from acmix_mm.models.layers import ACmixShiftWindowMSA
-from acmix_mm.models.layers.acmix_window_msa import MASKED_LOGIT, build_shift_mask
+from acmix_mm.models.layers.acmix_window_msa import MASKED_LOGIT, build_shift_mask, shift_mask
 
 SMALLEST_NORMAL = torch.finfo(torch.float32).tiny
 
@@ -29,13 +29,16 @@ def shifted_attention(hw=(15, 13), dtype=torch.float32):
 
 def test_shifted_softmax_writes_no_denormals():
     """The reference's -100 leaves weights near exp(-100), denormal in float32, on which the
-    CPU's products run tens of times slower; masked weights must be exactly 0 instead."""
+    CPU's products run tens of times slower; masked weights must be exactly 0 instead. The
+    weights of the layer's windows and bias, as ``attend`` computes them."""
     attn, x = shifted_attention()
-    weights = []
-    attn.w_msa.softmax.register_forward_hook(lambda m, i, out: weights.append(out))
+    msa, ws = attn.w_msa, attn.window_size
     with torch.no_grad():
-        attn(x, (15, 13))
-    a = weights[0]
+        frame = pad_and_roll(x.view(2, 15, 13, 32), (21, 14), attn.shift_size)
+        q, k, _ = msa.split_windows(msa.qkv(frame), ws).unbind(0)
+        bias = msa.attention_bias(shift_mask((21, 14), ws, attn.shift_size, x.device), 2 * 6)
+        a = torch.baddbmm(bias.reshape(q.shape[0], ws * ws, ws * ws), q, k.transpose(1, 2),
+                          alpha=msa.scale).softmax(-1)
     assert int(((a > 0) & (a < SMALLEST_NORMAL)).sum()) == 0
     assert int((a == 0).sum()) > 0  # the shifted windows' cross-region pairs
 
