@@ -154,14 +154,15 @@ class ACmixWindowMSA(WindowMSA):
         Returns:
             ``(M, n, d)``, before ``proj``.
 
-        On the CPU, without dropout of the weights or autocast, this is
-        :func:`~acmix_mm.layers.window_attention` (its backward writes the gradients of q, k and
-        v into one tensor); elsewhere the same operators with ``attn_drop`` and ``softmax``.
+        On the CPU, without dropout of the weights, autocast or a recorded graph (which sees the
+        operators), this is :func:`~acmix_mm.layers.window_attention` (its backward writes the
+        gradients of q, k and v into one tensor); elsewhere the same operators with ``attn_drop``
+        and ``softmax``.
         """
         _, m, n, _ = qkv.shape
         bias = bias.reshape(m, n, n)
         if (qkv.device.type == 'cpu' and not torch.is_autocast_enabled('cpu')
-                and (self.attn_drop.p == 0 or not self.training)):
+                and not recording_graph() and (self.attn_drop.p == 0 or not self.training)):
             return window_attention(qkv, bias, self.scale)
         # unbind: its backward stacks the three gradients in one copy, where indexing's fills a
         # zero (3, ...) tensor per index and sums the three
