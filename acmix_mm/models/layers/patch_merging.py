@@ -18,13 +18,15 @@ class OneCopyPatchMerging(PatchMerging):
 
     @classmethod
     def from_patch_merging(cls, merging: PatchMerging) -> 'OneCopyPatchMerging':
-        """The same layer as ``merging``, sharing its ``norm`` and ``reduction``."""
+        """The same layer as ``merging``, sharing its ``norm`` and ``reduction`` (and leaving
+        the random number generator as it was)."""
         sampler = merging.sampler
         padding = sampler.padding if merging.adap_padding is None else \
             merging.adap_padding.padding
-        new = cls(merging.in_channels, merging.out_channels, sampler.kernel_size, sampler.stride,
-                  padding, sampler.dilation, bias=False, norm_cfg=None,
-                  init_cfg=merging.init_cfg)
+        with torch.device('meta'):  # its own reduction is replaced: no draw from the RNG
+            new = cls(merging.in_channels, merging.out_channels, sampler.kernel_size,
+                      sampler.stride, padding, sampler.dilation, bias=False, norm_cfg=None,
+                      init_cfg=merging.init_cfg)
         new.norm, new.reduction = merging.norm, merging.reduction
         return new.train(merging.training)
 

@@ -8,11 +8,15 @@ from acmix_mm.testing import (build_model, classification_batch, detection_batch
 
 def open_residual_branches(model):
     """ResNet configs zero-initialise each block's last norm (``zero_init_residual``), which
-    blocks every gradient into the block; open them so the check below means something."""
+    blocks every gradient into the block, and Swin configs drop whole branches at random
+    (stochastic depth up to 0.3 in the last block: for a batch of two, 9% of draws drop it for
+    both); open them so the check below means something."""
     with torch.no_grad():
         for name, m in model.backbone.named_modules():
             if name.endswith('.bn3'):
                 m.weight.fill_(1.)
+            if hasattr(m, 'drop_prob'):
+                m.drop_prob = 0.
     return model
 
 

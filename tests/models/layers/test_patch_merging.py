@@ -43,3 +43,12 @@ def test_wrong_token_count_is_named():
     _, ours = merged_pair()
     with pytest.raises(ValueError, match=r'x has 40 tokens, input_size \(6, 6\) needs 36'):
         ours(torch.randn(1, 40, 6, dtype=torch.float64), (6, 6))
+
+
+def test_from_patch_merging_draws_nothing_from_the_rng():
+    theirs = PatchMerging(6, 10)
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    OneCopyPatchMerging.from_patch_merging(theirs)
+    assert torch.equal(torch.rand(4), expected)
