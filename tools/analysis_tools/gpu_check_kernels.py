@@ -158,13 +158,13 @@ def check_swin(torch, report):
 
 
 def attn_frame(torch, attn, x, hw):
-    from mmpretrain.models.utils.attention import ShiftWindowMSA as PretrainShiftWindowMSA
+    from acmix_mm.models.layers.acmix_window_msa import build_shift_mask
     b, _, c = x.shape
     ws = attn.window_size
     x = x.view(b, hw[0], hw[1], c)
     if attn.shift_size:
         x = torch.roll(x, shifts=(-attn.shift_size, -attn.shift_size), dims=(1, 2))
-    mask = PretrainShiftWindowMSA.get_attn_mask(hw, ws, attn.shift_size, x.device)
+    mask = build_shift_mask(hw, ws, attn.shift_size, x.device)  # the layer's own
     return x, mask
 
 
