@@ -151,6 +151,46 @@ def test_inference_projection_follows_every_parameter_change():
     assert out.requires_grad and out.grad_fn is not None
 
 
+def test_tied_projections_are_read_in_place_and_never_stale():
+    """The three projections live in one tensor (``tie_projections``): inference reads them
+    there without a copy, through construction, dtype and device moves, ``load_state_dict`` and
+    ``share_memory``; where a parameter no longer sits in it (deep copy, ``.data`` replaced), the
+    weights are copied again and follow the change."""
+    import copy
+    torch.manual_seed(0)
+    layer = ACmix(8, 8, heads=2).eval()
+    x = torch.randn(1, 8, 6, 6, dtype=torch.float64)
+
+    def read_in_place(m):
+        with torch.no_grad():
+            weight, bias = m.projection_weights()
+            xd = x.to(weight.dtype)
+            torch.testing.assert_close(m.project(xd), _spec_projection(m, xd))
+        return (weight.data_ptr() == m.conv1.weight.data_ptr()
+                and bias.data_ptr() == m.conv1.bias.data_ptr())
+
+    assert read_in_place(layer)
+    layer.double()
+    assert read_in_place(layer) and layer.conv3.weight.dtype == torch.float64
+    other = ACmix(8, 8, heads=2).double().eval()
+    other.load_state_dict(randomised(copy.deepcopy(layer)).state_dict())
+    assert read_in_place(other) and torch.equal(other.conv2.bias, randomised(layer).conv2.bias)
+    layer.share_memory()
+    assert layer.conv1.weight.is_shared() and layer.conv3.bias.is_shared()
+    assert read_in_place(layer)
+    copied = copy.deepcopy(layer)
+    assert not read_in_place(copied)
+    layer.conv2.weight.data = torch.randn_like(layer.conv2.weight)  # no longer in the tie
+    assert not read_in_place(layer)
+    layer.tie_projections()
+    assert read_in_place(layer)
+    names = [name for name, _ in layer.named_parameters()]
+    assert names[2:8] == ['conv1.weight', 'conv1.bias', 'conv2.weight', 'conv2.bias',
+                          'conv3.weight', 'conv3.bias']
+    params = list(layer.parameters())
+    assert len({id(p) for p in params}) == len(params) and all(p.is_leaf for p in params)
+
+
 def test_state_made_under_inference_mode_serves_training():
     """The projection buffers and the shared position grid, made under ``inference_mode``, still
     serve a training step (inference tensors cannot be written outside that mode)."""
