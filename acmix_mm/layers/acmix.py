@@ -118,18 +118,23 @@ class ACmix(nn.Module):
         one matrix without copying (the copy took a fifth of the layer's inference time at 512
         channels, 7x7). The parameters stay separate ``nn.Parameter`` objects (their ``.data``
         becomes a slice), so optimizers, hooks and ``state_dict`` keys see no change. Called at
-        construction and after ``.to()`` / ``.half()`` and the like (:meth:`_apply`); where the
-        three differ in shape, dtype or device, nothing changes."""
+        construction, after ``.to()`` / ``.half()`` and the like (:meth:`_apply`) and after
+        unpickling or ``copy.deepcopy`` (:meth:`__setstate__`); where the three differ in shape,
+        dtype or device, nothing changes."""
+        self.__dict__.pop('_tied_projections', None)
         convs = (self.conv1, self.conv2, self.conv3)
+        joint = []
         for name in ('weight', 'bias'):
             params = [getattr(conv, name) for conv in convs]
             first = params[0]
             if not all(isinstance(p, nn.Parameter) and p.shape == first.shape
                        and p.dtype == first.dtype and p.device == first.device for p in params):
                 return
-            joint = torch.cat(params)
+            joint.append(torch.cat(params))
             for i, param in enumerate(params):
-                param.data = joint[i * len(first):(i + 1) * len(first)]
+                param.data = joint[-1][i * len(first):(i + 1) * len(first)]
+        weight, bias = joint
+        self.__dict__['_tied_projections'] = (weight.view(len(weight), -1), bias)
 
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)
@@ -137,27 +142,35 @@ class ACmix(nn.Module):
             self.tie_projections()
         return module
 
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state.pop('_tied_projections', None)  # views of the parameters' memory: made anew
+        state.pop('_projection_buffers', None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.tie_projections()
+
     def _tied_projection_weights(self) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """The ``(3C, Cin)`` weight and ``(3C,)`` bias as views of the parameters' own memory
-        where :meth:`tie_projections` still holds (each parameter contiguous, of one dtype, at
-        its place in one tensor); None where it does not (e.g. after ``copy.deepcopy``, which
-        copies each parameter on its own, or a parameter replaced)."""
-        joint = []
-        for name in ('weight', 'bias'):
-            params = [getattr(conv, name) for conv in (self.conv1, self.conv2, self.conv3)]
-            first = params[0]
-            storage = first.untyped_storage()
-            step = first.numel() * first.element_size()
-            for i, param in enumerate(params):
-                if (param.dtype != first.dtype or param.shape != first.shape
-                        or not param.is_contiguous()
-                        or param.untyped_storage().data_ptr() != storage.data_ptr()
-                        or param.data_ptr() != first.data_ptr() + i * step):
+        """The ``(3C, Cin)`` weight and ``(3C,)`` bias that :meth:`tie_projections` made, where
+        every parameter still sits at its place in them (contiguous, of their dtype: the tie's
+        tensors keep that memory alive, so nothing else can be there); None where one does not
+        (e.g. its ``.data`` replaced)."""
+        tied = self.__dict__.get('_tied_projections')
+        if tied is None:
+            return None
+        modules = self._modules  # not nn.Module.__getattr__: 2 us an attribute, per call
+        for joint, name in zip(tied, ('weight', 'bias')):
+            base, count = joint.data_ptr(), joint.numel() // 3
+            step = count * joint.element_size()
+            for i, conv in enumerate(('conv1', 'conv2', 'conv3')):
+                param = modules[conv]._parameters.get(name)
+                if (param is None or param.data_ptr() != base + i * step
+                        or param.dtype != joint.dtype or param.numel() != count
+                        or not param.is_contiguous()):
                     return None
-            joint.append(first.as_strided((3 * first.shape[0], ) + first.shape[1:],
-                                          first.stride()))
-        weight, bias = joint
-        return weight.view(-1, self.in_channels), bias
+        return tied
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input('ACmix', x, self.in_channels)
@@ -186,6 +199,10 @@ class ACmix(nn.Module):
         every call: a freshly allocated weight of megabytes made oneDNN's convolution fault its
         pages in again on every call (up to 8x its time at 512 channels, 7x7).
         """
+        if not torch.is_grad_enabled() and not recording_graph():  # inference: checked first
+            tied = self._tied_projection_weights()
+            if tied is not None and tied[0].device.type == 'cpu':
+                return tied
         convs = (self.conv1, self.conv2, self.conv3)
         weights = [conv.weight for conv in convs]
         biases = [conv.bias for conv in convs]
@@ -257,11 +274,12 @@ class ACmix(nn.Module):
         """
         b, _, h, w = qkv.shape
         if self._fused_stage_two(qkv):
+            (conv_p_w, conv_p_b, fc_w, fc_b, dep_w, dep_b, rate1,
+             rate2) = self._stage_two_parameters()
             return run_kernel(
                 'acmix_mix_paths', qkv.contiguous(),
-                self.position_grid_flat(h, w, qkv.dtype, qkv.device), self.conv_p.weight,
-                self.conv_p.bias, self.fc.weight, self.fc.bias, self.dep_conv.weight,
-                self.dep_conv.bias, self.rate1.item(), self.rate2, self.heads, self.kernel_att,
+                self.position_grid_flat(h, w, qkv.dtype, qkv.device), conv_p_w, conv_p_b, fc_w,
+                fc_b, dep_w, dep_b, rate1.item(), rate2, self.heads, self.kernel_att,
                 self.stride, self.dilation)
         n, d = self.heads, self.head_dim
         q, k, v = qkv.view(b, 3, n, d, h, w).unbind(1)
@@ -279,9 +297,21 @@ class ACmix(nn.Module):
         no graph recorded (traces must see the operators), and the conv-path kernel applicable
         to ``qkv`` and stage II's parameters (:func:`.kernels.conv_path_op.fused_conv_path_applies`:
         one dtype, the attention operator's backend ``cpp``)."""
-        return (not torch.is_grad_enabled() and not recording_graph()
-                and fused_conv_path_applies(qkv, self.conv_p.weight, self.fc.weight,
-                                            self.dep_conv.weight, self.rate1, self.rate2))
+        if torch.is_grad_enabled() or recording_graph():
+            return False
+        conv_p_w, _, fc_w, _, dep_w, _, rate1, rate2 = self._stage_two_parameters()
+        return fused_conv_path_applies(qkv, conv_p_w, fc_w, dep_w, rate1, rate2)
+
+    def _stage_two_parameters(self) -> Tuple[Optional[torch.Tensor], ...]:
+        """``conv_p``'s weight and bias, ``fc``'s, ``dep_conv``'s, ``rate1`` and ``rate2``, read
+        from the parameter dicts: ``nn.Module.__getattr__`` costs about 2 us an attribute, and
+        the inference path asks for them twice a call."""
+        modules, own = self._modules, self._parameters
+        conv_p = modules['conv_p']._parameters
+        fc = modules['fc']._parameters
+        dep_conv = modules['dep_conv']._parameters
+        return (conv_p['weight'], conv_p['bias'], fc['weight'], fc.get('bias'),
+                dep_conv['weight'], dep_conv.get('bias'), own['rate1'], own['rate2'])
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_att={self.kernel_att}, '

@@ -153,9 +153,9 @@ def test_inference_projection_follows_every_parameter_change():
 
 def test_tied_projections_are_read_in_place_and_never_stale():
     """The three projections live in one tensor (``tie_projections``): inference reads them
-    there without a copy, through construction, dtype and device moves, ``load_state_dict`` and
-    ``share_memory``; where a parameter no longer sits in it (deep copy, ``.data`` replaced), the
-    weights are copied again and follow the change."""
+    there without a copy, through construction, dtype and device moves, ``load_state_dict``,
+    ``share_memory`` and deep copies; where a parameter no longer sits in it (``.data``
+    replaced), the weights are copied again and follow the change."""
     import copy
     torch.manual_seed(0)
     layer = ACmix(8, 8, heads=2).eval()
@@ -178,8 +178,9 @@ def test_tied_projections_are_read_in_place_and_never_stale():
     layer.share_memory()
     assert layer.conv1.weight.is_shared() and layer.conv3.bias.is_shared()
     assert read_in_place(layer)
-    copied = copy.deepcopy(layer)
-    assert not read_in_place(copied)
+    copied = copy.deepcopy(layer)  # each parameter copied on its own, then tied again
+    assert read_in_place(copied) and not copied.conv1.weight.is_shared()
+    assert copied.conv2.weight.data_ptr() != layer.conv2.weight.data_ptr()
     layer.conv2.weight.data = torch.randn_like(layer.conv2.weight)  # no longer in the tie
     assert not read_in_place(layer)
     layer.tie_projections()
