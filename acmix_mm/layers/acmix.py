@@ -194,10 +194,11 @@ class ACmix(nn.Module):
     def projection_weights(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """``conv1``, ``conv2``, ``conv3`` as one ``(3C, Cin)`` weight and ``(3C,)`` bias.
 
-        Where no gradient flows to them on the CPU they are views of the parameters' memory
-        (:meth:`tie_projections`) or, where that no longer holds, copied into the same buffers on
-        every call: a freshly allocated weight of megabytes made oneDNN's convolution fault its
-        pages in again on every call (up to 8x its time at 512 channels, 7x7).
+        Without grad mode on the CPU (inference, and the training path's recomputation) they are
+        views of the parameters' memory (:meth:`tie_projections`). Elsewhere where no gradient
+        flows to them, and where the tie no longer holds, they are copied into the same buffers
+        on every call: a freshly allocated weight of megabytes made oneDNN's convolution fault
+        its pages in again on every call (up to 8x its time at 512 channels, 7x7).
         """
         if not torch.is_grad_enabled() and not recording_graph():  # inference: checked first
             tied = self._tied_projection_weights()
@@ -210,9 +211,6 @@ class ACmix(nn.Module):
         if (first.device.type != 'cpu' or recording_graph()
                 or (torch.is_grad_enabled() and any(p.requires_grad for p in weights + biases))):
             return torch.cat(weights).view(-1, self.in_channels), torch.cat(biases)
-        tied = self._tied_projection_weights()
-        if tied is not None:
-            return tied
         buffers = self.__dict__.get('_projection_buffers')
         shape = (3 * self.out_channels, self.in_channels, 1, 1)
         if (buffers is None or buffers[0].shape != shape or buffers[0].dtype != first.dtype
