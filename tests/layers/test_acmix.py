@@ -211,6 +211,8 @@ def test_state_made_under_inference_mode_serves_training():
     (8, 12, 3, 5, 1, 2, 1, 7, 6),
     (6, 8, 2, 3, 5, 3, 2, 10, 13),
     (8, 8, 2, 7, 3, 1, 1, 1, 1),
+    (8, 8, 2, 5, 3, 1, 1, 4, 37),  # rows wide enough for the conv path's by-position kernel
+    (6, 6, 2, 3, 5, 1, 2, 3, 40),
 ])
 def test_fused_stage_two_equals_the_operators(monkeypatch, dtype, cin, c, heads, k_att, k_conv,
                                               stride, dilation, h, w):

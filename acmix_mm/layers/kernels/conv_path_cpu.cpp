@@ -9,8 +9,10 @@
 // (zero outside the map: dep_conv zero-pads the mixed maps). Each thread computes the mixed rows
 // its output rows read once, into a ring of rows zero-padded left and right with the channels
 // padded to the vector width (64 bytes where built for AVX-512, else 32), so nothing k^2 times
-// larger than qkv is stored and no transposing copy is made. Semantics: conv_path /
-// conv_path_channels_last in acmix_mm/layers/conv_path.py.
+// larger than qkv is stored and no transposing copy is made. Planar rows of at least
+// kPlanarRowsMinWidth outputs at stride 1 are computed along the rows instead, one channel at a
+// time (conv_path_planar_rows). Semantics: conv_path / conv_path_channels_last in
+// acmix_mm/layers/conv_path.py.
 #include <torch/extension.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "cpu_vectors.h"
+#include "kernels.h"
 #include "transpose_tiles.h"
 
 namespace acmix_mm {
@@ -380,12 +383,174 @@ struct OutMap {
   }
 };
 
+// ---------------------------------------------------------------------------------------------
+// Planar maps at stride 1 with rows of at least kPlanarRowsMinWidth outputs (the ResNet variant's
+// inference, and the forward of its training path, at 56x56 and at detection sizes): each task is
+// one channel c of one image, vectorised along the rows, so that neither qkv nor the output is
+// transposed and no mixed row of all channels has to stay in the cache. A task keeps its
+// channel's mixed rows, row[j * wp + pad + x] with zeros around the map, in a ring; each row is
+// mixed once. Narrower rows fill too few lanes (a 7-wide row 7 of 16) and take conv_path_impl's
+// channels-last vectors (the two were even around 28 to 34, this path 0.5x-0.75x from 42 up).
+
+// n_t <= kMaxPlanarMaps maps (3 * heads) per mixed row: stack buffers in mix_planar_row.
+constexpr int64_t kMaxPlanarMaps = 64;
+
+inline bool takes_planar_rows(const ConvGeometry& g, int64_t qkv_sx, int64_t out_sx) {
+  return qkv_sx == 1 && out_sx == 1 && g.stride == 1 && g.T <= kMaxPlanarMaps &&
+         g.Wo >= kPlanarRowsMinWidth;
+}
+
+// The K2 mixed rows of one channel of one map row: row[j * wp + pad + x] = fc_b[j] +
+// sum_t fc_w[j, t] * src[t][x] for x < W, two vectors of positions at a time; the lanes past the
+// map are zeroed again (the padding lanes stay zero).
+template <typename T>
+void mix_planar_row(const T* const* src, int64_t n_t, const T* fc_w, const T* fc_b,
+                    const ConvGeometry& g, int64_t wp, T* row) {
+  using V = typename WideOf<T>::type;
+  constexpr int64_t L = kWideLanes<T>;
+  constexpr int kJB = 9;  // 2 x 9 sums in registers
+  const int64_t full = g.W / L * L;  // positions read as whole vectors from the maps
+  T tail[kMaxPlanarMaps * L];  // the rest of each map's row, zero-padded to a vector
+  if (full < g.W)
+    for (int64_t t = 0; t < n_t; ++t) {
+      fill_short(tail + t * L, L, T(0));
+      copy_short(src[t] + full, g.W - full, tail + t * L);
+    }
+  for (int64_t x0 = 0; x0 < g.W; x0 += 2 * L)
+    with_count<2>(x0 + L < g.W ? 2 : 1, [&](auto XB) {
+      for (int64_t j0 = 0; j0 < g.K2; j0 += kJB)
+        with_count<kJB>(g.K2 - j0, [&](auto JB) {
+          V acc[XB()][JB()];
+          for (int jj = 0; jj < JB(); ++jj)
+            for (int p = 0; p < XB(); ++p) acc[p][jj] = V{} + (fc_b ? fc_b[j0 + jj] : T(0));
+          for (int64_t t = 0; t < n_t; ++t) {
+            V v[XB()];
+            for (int p = 0; p < XB(); ++p) {
+              const int64_t x = x0 + p * L;
+              v[p] = *reinterpret_cast<const V*>(x < full ? src[t] + x : tail + t * L);
+            }
+            for (int jj = 0; jj < JB(); ++jj) {
+              V w = V{} + fc_w[(j0 + jj) * n_t + t];
+              in_register(w);
+              for (int p = 0; p < XB(); ++p) acc[p][jj] += w * v[p];
+            }
+          }
+          for (int jj = 0; jj < JB(); ++jj)
+            for (int p = 0; p < XB(); ++p)
+              *reinterpret_cast<V*>(row + (j0 + jj) * wp + g.pad + x0 + p * L) = acc[p][jj];
+        });
+    });
+  if (full < g.W)
+    for (int64_t j = 0; j < g.K2; ++j) fill_short(row + j * wp + g.pad + g.W, full + L - g.W, T(0));
+}
+
+// PX vectors of output positions from x0 times outputs m0 .. m0 + MB - 1 of channel c of one
+// output row: bias[mi] + sum over (a, e, j) of w[m, a, e, j] * rows[a][j * wp + x + e * dil]
+// (plus scale times the addend where there is one), stored at (c * M + m) * sc + x. w: the
+// channel's taps, (M, k, k, K2); bias: its biases from m0.
+template <typename T, int PX, int MB>
+void planar_rows_block(const T* const* rows, const T* w, const T* bias, const ConvGeometry& g,
+                       int64_t wp, int64_t x0, int64_t m0, int64_t c, const OutRow<T>& out) {
+  using V = typename WideOf<T>::type;
+  constexpr int64_t L = kWideLanes<T>;
+  const int64_t taps = g.taps();
+  V acc[PX][MB];
+  for (int mi = 0; mi < MB; ++mi)
+    for (int p = 0; p < PX; ++p) acc[p][mi] = V{} + bias[mi];
+  for (int64_t a = 0; a < g.kernel; ++a) {
+    if (!rows[a]) continue;  // above or below the map
+    for (int64_t e = 0; e < g.kernel; ++e) {
+      const T* in = rows[a] + x0 + e * g.dilation;
+      const T* wt = w + m0 * taps + (a * g.kernel + e) * g.K2;
+      for (int64_t j = 0; j < g.K2; ++j) {
+        V iv[PX];
+        for (int p = 0; p < PX; ++p) iv[p] = *reinterpret_cast<const V*>(in + j * wp + p * L);
+        for (int mi = 0; mi < MB; ++mi) {
+          const T wv = wt[mi * taps + j];
+          for (int p = 0; p < PX; ++p) acc[p][mi] += wv * iv[p];
+        }
+      }
+    }
+  }
+  for (int mi = 0; mi < MB; ++mi) {
+    const int64_t at = (c * g.M + m0 + mi) * out.sc;
+    for (int p = 0; p < PX; ++p) {
+      const int64_t x = x0 + p * L, n = std::min<int64_t>(L, g.Wo - x);
+      T* o = out.ptr + at + x;
+      const T* add = out.add ? out.add + at + x : nullptr;
+      if (n == L) {
+        V r = acc[p][mi];
+        if (add) r += out.scale * *reinterpret_cast<const V*>(add);
+        *reinterpret_cast<V*>(o) = r;
+      } else {
+        alignas(ACMIX_WIDE_BYTES) T sums[L];
+        *reinterpret_cast<V*>(sums) = acc[p][mi];
+        for (int64_t l = 0; l < n; ++l) o[l] = add ? sums[l] + out.scale * add[l] : sums[l];
+      }
+    }
+  }
+}
+
+// conv_path_impl for planar maps and output at stride 1 (see kPlanarRowsMinWidth).
+template <typename T>
+void conv_path_planar_rows(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b,
+                           const T* weight, const T* bias, const ConvGeometry& g, int64_t batch,
+                           const OutMap<T>& out) {
+  constexpr int64_t L = kWideLanes<T>;
+  // 4 x 4 sums of AVX-512's 32 registers; 2 x 4 of AVX2's 16
+  constexpr int kPX = ACMIX_WIDE_BYTES == 64 ? 4 : 2, kMB = 4;
+  const int64_t wp = round_up(g.W, L) + (g.kernel - 1) * g.dilation;
+  const int64_t ring = (g.kernel - 1) * g.dilation + 1, taps = g.taps();
+  at::parallel_for(0, batch * g.D, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> cache(ring * g.K2 * wp, T(0));  // padding lanes stay zero
+    std::vector<int64_t> held(ring);
+    std::vector<T> w(g.M * taps), b(g.M);
+    std::vector<const T*> src(g.T), rows(g.kernel);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.D, c = task % g.D;
+      for (int64_t m = 0; m < g.M; ++m) {  // channel c's lane of the packed weight
+        const T* packed = weight + ((c / g.lanes) * g.M + m) * taps * g.lanes + c % g.lanes;
+        for (int64_t i = 0; i < taps; ++i) w[m * taps + i] = packed[i * g.lanes];
+        b[m] = bias[m * g.Dp + c];
+      }
+      std::fill(held.begin(), held.end(), -1);
+      for (int64_t yo = 0; yo < g.Ho; ++yo) {
+        for (int64_t a = 0; a < g.kernel; ++a) {
+          const int64_t y = yo + a * g.dilation - g.pad;
+          rows[a] = nullptr;
+          if (y < 0 || y >= g.H) continue;
+          T* slot = cache.data() + (y % ring) * g.K2 * wp;
+          if (held[y % ring] != y) {
+            for (int64_t t = 0; t < g.T; ++t) src[t] = qkv.at(n, y, 0) + t * qkv.st + c * qkv.sc;
+            mix_planar_row(src.data(), g.T, fc_w, fc_b, g, wp, slot);
+            held[y % ring] = y;
+          }
+          rows[a] = slot;
+        }
+        const OutRow<T> row = out.row(n, yo);
+        for (int64_t x0 = 0; x0 < g.Wo; x0 += kPX * L)
+          with_count<kPX>((std::min<int64_t>(kPX * L, g.Wo - x0) + L - 1) / L, [&](auto PX) {
+            for (int64_t m0 = 0; m0 < g.M; m0 += kMB)
+              with_count<kMB>(g.M - m0, [&](auto MB) {
+                planar_rows_block<T, PX(), MB()>(rows.data(), w.data(), b.data() + m0, g, wp,
+                                                 x0, m0, c, row);
+              });
+          });
+      }
+    }
+  });
+}
+
 template <typename T>
 void conv_path_impl(const StridedMaps<T>& qkv, const T* fc_w, const T* fc_b, const T* weight,
                     const T* bias, const ConvGeometry& g, int64_t batch, const OutMap<T>& out) {
   // A planar output row (unit stride along x) of at least one 8-wide tile is made channels-last
   // first and then transposed in register tiles, with the addend added: no store strided by a
   // plane per channel.
+  if (takes_planar_rows(g, qkv.sx, out.sx)) {
+    conv_path_planar_rows(qkv, fc_w, fc_b, weight, bias, g, batch, out);
+    return;
+  }
   const bool planar = out.sc != 1 && out.sx == 1 && g.Wo >= 8;
   const int64_t C = g.D * g.M;
   at::parallel_for(0, batch * g.Ho, 1, [&](int64_t begin, int64_t end) {

@@ -8,6 +8,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // bytes per vector of the conv-path kernel: its packed weight holds channels in chunks of
   // vector_bytes / element_size lanes (pack_weight in conv_path_op.py)
   m.attr("vector_bytes") = acmix_mm::kVectorBytes;
+  // conv_path_forward's planar rows from this width up take the by-position kernel
+  m.attr("planar_rows_min_width") = acmix_mm::kPlanarRowsMinWidth;
   m.def("sliding_window_forward", &acmix_mm::sliding_window_forward,
         "ACmix sliding-window attention, forward (CPU)");
   m.def("sliding_window_backward", &acmix_mm::sliding_window_backward,

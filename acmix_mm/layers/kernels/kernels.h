@@ -7,6 +7,11 @@
 #include <vector>
 
 namespace acmix_mm {
+// conv_path_forward's planar output rows at stride 1 from this width up are computed by
+// positions, one channel at a time (conv_path_planar_rows in conv_path_cpu.cpp); narrower rows,
+// other strides and channels-last maps by channels.
+constexpr int64_t kPlanarRowsMinWidth = 32;
+
 at::Tensor sliding_window_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   const c10::optional<at::Tensor>& pe, double scale,
                                   int64_t kernel, int64_t stride, int64_t dilation);

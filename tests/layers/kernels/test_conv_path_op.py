@@ -18,6 +18,13 @@ def _modules(heads, d, out_channels, stride=1, dilation=1, fc_bias=True, seed=0,
     return fc, dep_conv
 
 
+def _width(w):
+    """A width, or 'W0[+n]': n more than the extension's planar_rows_min_width."""
+    if isinstance(w, int):
+        return w
+    return load_cpu_extension().planar_rows_min_width + int(w[3:] or 0)
+
+
 def _composed_and_fused(fn, *args, **kwargs):
     with torch.no_grad():
         with pytest.MonkeyPatch.context() as mp:
@@ -66,17 +73,55 @@ def test_planar_matches_composition(h, w, d, stride, dilation, fc_bias, kernel):
     torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
 
 
+# planar rows at stride 1 from the extension's planar_rows_min_width (W0) up take the
+# by-position kernel: widths of whole vectors and not (float64: 8 lanes with AVX-512, 4 with
+# AVX2), up to 9 vectors a row (blocks of 4 and remainders), M of 1 to 6 (blocks of 4 and
+# remainders), kernels 1, 3, 5, 7 (K2 in blocks of 9 and remainders), dilation, maps shorter than
+# the kernel, batch 2; 3 * heads > 64 maps and a width below W0 take the channel kernel. Only
+# planar outputs take it: those with a residual (without one the output is channels-last).
+@pytest.mark.parametrize('b,h,extra_w,heads,d,m,kernel,dilation,fc_bias', [
+    (2, 5, 0, 2, 3, 1, 3, 1, True), (1, 6, 1, 1, 4, 3, 3, 2, False),
+    (1, 4, 9, 3, 2, 6, 5, 1, True), (1, 3, 15, 2, 2, 5, 7, 1, False),
+    (1, 4, 4, 1, 3, 2, 1, 1, True), (1, 2, 8, 1, 2, 2, 5, 1, True),
+    (1, 5, 32, 4, 16, 4, 3, 1, True), (1, 3, 38, 22, 1, 1, 3, 1, False),
+    (1, 4, -1, 2, 3, 4, 3, 1, True)])
+def test_planar_rows_match_composition(b, h, extra_w, heads, d, m, kernel, dilation, fc_bias):
+    w = load_cpu_extension().planar_rows_min_width + extra_w
+    fc, dep_conv = _modules(heads, d, d * m, 1, dilation, fc_bias, kernel=kernel)
+    qkv = torch.randn(b, 3 * heads, d, h, w, dtype=torch.float64)
+    composed, fused = _composed_and_fused(conv_path, qkv, fc, dep_conv)
+    assert fused.shape == composed.shape == (b, d * m, h, w)
+    torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
+    scales = [torch.tensor([s], dtype=torch.float64) for s in (0.7, -1.3)]
+    residual = torch.randn(b, d * m, h, w, dtype=torch.float64)
+    composed, fused = _composed_and_fused(conv_path, qkv, fc, dep_conv, scales[0], residual,
+                                          scales[1])
+    torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
+
+
 # float32 planar maps: rows transposed in 8 x 8 register tiles (d of whole tiles, a remainder
 # of channels, fewer channels than a vector; widths off the tile size; d = 20: a whole vector
 # of 16 lanes (AVX-512) and a remainder)
 @pytest.mark.parametrize('h,w,d,stride', [(6, 21, 16, 1), (5, 13, 12, 2), (7, 9, 5, 1),
-                                          (4, 8, 8, 1), (5, 11, 20, 1)])
-def test_planar_float32_within_round_off(h, w, d, stride):
+                                          (4, 8, 8, 1), (5, 11, 20, 1), (4, 'W0+21', 5, 1),
+                                          (3, 'W0', 16, 1)])
+@pytest.mark.parametrize('with_residual', [False, True])
+def test_planar_float32_within_round_off(h, w, d, stride, with_residual):
+    """W0: the extension's planar_rows_min_width, float32 rows of 16 or 8 lanes; with a residual
+    the output is planar (rows of W0 and more: the by-position kernel), without channels-last."""
     heads = 2
+    w = _width(w)
     fc, dep_conv = _modules(heads, d, 2 * heads * d, stride)
     qkv = torch.randn(2, 3 * heads, d, h, w, dtype=torch.float64)
-    composed, _ = _composed_and_fused(conv_path, qkv, fc, dep_conv)
-    _, fused = _composed_and_fused(conv_path, qkv.float(), fc.float(), dep_conv.float())
+    extra = ()
+    if with_residual:
+        residual = torch.randn(2, 2 * heads * d, -(-h // stride), -(-w // stride),
+                               dtype=torch.float64)
+        extra = (torch.tensor([0.7], dtype=torch.float64), residual,
+                 torch.tensor([-1.3], dtype=torch.float64))
+    composed, _ = _composed_and_fused(conv_path, qkv, fc, dep_conv, *extra)
+    _, fused = _composed_and_fused(conv_path, qkv.float(), fc.float(), dep_conv.float(),
+                                   *(e.float() for e in extra))
     torch.testing.assert_close(fused.double(), composed, rtol=1e-5, atol=1e-4)
 
 
@@ -183,13 +228,14 @@ def test_kernel_unpacking_inverts_the_packing(dtype, d, m, kernel):
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
-@pytest.mark.parametrize('h,w,stride', [(9, 20, 1), (10, 19, 2), (7, 9, 1), (5, 6, 1), (6, 9, 2)])
+@pytest.mark.parametrize('h,w,stride', [(9, 20, 1), (10, 19, 2), (7, 9, 1), (5, 6, 1), (6, 9, 2),
+                                      (4, 'W0+7', 1), (5, 'W0+7', 2)])
 def test_in_place_addend_gives_the_same_result_in_the_addend(dtype, h, w, stride):
     """``in_place`` (how ACmix's inference writes the conv path over the attention): the result,
     bit for bit the one written to a new tensor, lands in the addend's memory (float32 rows of
     8 x 8 register tiles and a remainder; rows narrower than a tile, written directly); it needs
     a contiguous addend that does not overlap the maps."""
-    heads, d = 2, 8
+    heads, d, w = 2, 8, _width(w)
     fc, dep_conv = _modules(heads, d, 2 * heads * d, stride)
     fc, dep_conv = fc.to(dtype), dep_conv.to(dtype)
     maps = torch.randn(2, 3 * heads, d, h, w, dtype=dtype).permute(0, 3, 4, 1, 2)
