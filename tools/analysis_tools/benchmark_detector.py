@@ -1,9 +1,10 @@
 """Time and peak memory of one Mask R-CNN training iteration, ACmix-ResNet-50 against mmdet's
 ResNet-50, at a detection image size (default: batch 2 of 800x1333, as the COCO 1x schedule).
 
-Each case runs in a fresh process (memory in a process of its own, see
-:mod:`acmix_mm.utils.benchmarking`); the cases alternate over ``--rounds`` passes and each reports
-its fastest iteration. Writes a markdown table with the ratios and a PNG chart.
+The two detectors are timed in one fresh process, their iterations alternating so that a slow
+spell of the machine hits both (each case's memory in a process of its own, see
+:mod:`acmix_mm.utils.benchmarking`), over ``--rounds`` passes; the ratio is the fastest pass's.
+Writes a markdown table with the ratios and a PNG chart.
 
     python tools/analysis_tools/benchmark_detector.py --out docs/benchmarks_mask_rcnn \
         [--size 800 1333] [--batch 2] [--repeat 2] [--rounds 2] [--threads 2]
@@ -46,8 +47,8 @@ PROPOSAL_NOTES = {
 }
 
 
-def measure(name, mode, size, batch, repeat, proposals):
-    """One training iteration of a case, in this process: seconds (fastest) or peak memory.
+def prepare(name, size, batch, proposals):
+    """One case's training iteration in this process: ``(step, backbone params in millions)``.
     With ``proposals='seeded'`` (``--proposals``) the RoI head trains on
     :func:`~acmix_mm.testing.seeded_proposals.seeded_proposals` and every iteration starts from
     the same random state (so its RoI sampling picks the same RoIs), whatever the backbone."""
@@ -72,22 +73,40 @@ def measure(name, mode, size, batch, repeat, proposals):
         for p in params:
             p.grad = None
 
-    step()  # warm-up
+    return step, sum(p.numel() for p in model.backbone.parameters()) / 1e6
+
+
+def measure(names, mode, size, batch, repeat, proposals):
+    """Training iterations of the cases ``names`` in this process, one result each. Mode
+    ``train``: the cases' iterations alternate, so that a slow spell of the machine hits them
+    alike, and each reports its fastest; with two names (a case and its baseline) the first gets
+    ``baseline_seconds``, the second's in this process. Mode ``memory`` (one case): the growth of
+    the peak resident memory over one iteration."""
+    cases = [prepare(name, size, batch, proposals) for name in names]
+    for step, _ in cases:
+        step()  # warm-up
     base = reset_peak_rss()
-    times = []
+    times = [[] for _ in cases]
     for _ in range(1 if mode == 'memory' else repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return dict(name=name, mode=mode, seconds=min(times),
-                peak_mb=max(0, peak_rss_bytes() - base) / 2**20,
-                params_m=sum(p.numel() for p in model.backbone.parameters()) / 1e6)
+        for (step, _), case_times in zip(cases, times):
+            start = time.perf_counter()
+            step()
+            case_times.append(time.perf_counter() - start)
+    results = [dict(name=name, mode=mode, seconds=min(case_times), params_m=params_m)
+               for name, (_, params_m), case_times in zip(names, cases, times)]
+    if mode == 'memory':
+        results[0]['peak_mb'] = max(0, peak_rss_bytes() - base) / 2**20
+    if len(results) == 2:
+        results[0]['baseline_seconds'] = results[1]['seconds']
+    return results
 
 
 def run_case(args, name, mode):
+    """A case's timing, paired with its baseline in one process, or its memory, alone."""
+    paired = ['--paired', CASES[name][1]] if mode == 'train' and CASES[name][1] else []
     return run_worker(osp.abspath(__file__),
-                      ['--worker', name, mode, '--size', *map(str, args.size), '--batch',
-                       str(args.batch), '--repeat', str(args.repeat), '--proposals',
+                      ['--worker', name, mode, *paired, '--size', *map(str, args.size),
+                       '--batch', str(args.batch), '--repeat', str(args.repeat), '--proposals',
                        args.proposals, '--cpu-allocator',
                        'system' if mode == 'memory' else args.cpu_allocator], args.threads,
                       measure_memory=mode == 'memory')
@@ -98,9 +117,9 @@ def table(best):
             'memory ratio |', '|---|---|---|---|---|---|']
     for name, (_, base) in CASES.items():
         t, m = best[(name, 'train')], best[(name, 'memory')]
-        bt, bm = (best[(base, 'train')], best[(base, 'memory')]) if base else (None, None)
+        bm = best[(base, 'memory')] if base else None
         rows.append(f'| {name} | {t["params_m"]:.2f} | {t["seconds"]:.2f} | '
-                    f'{t["seconds"] / bt["seconds"]:.2f}x | {m["peak_mb"]:.0f} | '
+                    f'{t["seconds"] / t["baseline_seconds"]:.2f}x | {m["peak_mb"]:.0f} | '
                     f'{m["peak_mb"] / bm["peak_mb"]:.2f}x |' if base else
                     f'| {name} | {t["params_m"]:.2f} | {t["seconds"]:.2f} | | '
                     f'{m["peak_mb"]:.0f} | |')
@@ -153,6 +172,7 @@ def main_in_process(args, argv):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--worker', nargs=2, metavar=('CASE', 'MODE'), help=argparse.SUPPRESS)
+    parser.add_argument('--paired', metavar='BASELINE', help=argparse.SUPPRESS)
     parser.add_argument('--size', nargs=2, type=positive_int, default=[800, 1333],
                         metavar=('H', 'W'))
     parser.add_argument('--batch', type=positive_int, default=2)
@@ -185,13 +205,17 @@ def main(argv=None):
     args.proposals = args.proposals or ('model' if in_process else 'seeded')
     if args.worker:
         note = configure_cpu_allocator(args.cpu_allocator, on_cpu=True)
-        result = measure(*args.worker, args.size, args.batch, args.repeat, args.proposals)
-        print(json.dumps(dict(result, allocator=note)))
+        name, mode = args.worker
+        results = measure([name] + ([args.paired] if args.paired else []), mode, args.size,
+                          args.batch, args.repeat, args.proposals)
+        print(json.dumps([dict(r, allocator=note) for r in results]))
         return 0
     if in_process:
         return main_in_process(args, argv)
     from mmengine.utils import ProgressBar
-    jobs = [(name, mode) for name in CASES for mode in ('train', 'memory')]
+    # each case with a baseline is timed with it in one process; memory one case a process
+    jobs = [(name, 'train') for name, (_, base) in CASES.items() if base]
+    jobs += [(name, 'memory') for name in CASES]
     best = fastest_over_rounds(jobs, lambda *job: run_case(args, *job), args.rounds,
                                ProgressBar(len(jobs) * args.rounds))
     sys.stdout.write('\n')
@@ -206,10 +230,11 @@ def main(argv=None):
         f'Mask R-CNN training iteration (forward, losses, backward) on a batch of '
         f'{args.batch} random {args.size[0]}x{args.size[1]} images with 3 boxes and masks '
         f'each (`configs/mmdet/mask-rcnn_acmix-r50_fpn_1x_coco.py` against mmdet\'s '
-        f'`mask-rcnn_r50_fpn_1x_coco.py`); {PROPOSAL_NOTES[args.proposals]}; fastest of '
-        f'{args.repeat} iterations in each of '
-        f'{args.rounds} alternating passes. Peak memory: growth of the peak resident memory '
-        f'over one iteration, in a process that returns freed memory at once.', md,
+        f'`mask-rcnn_r50_fpn_1x_coco.py`); {PROPOSAL_NOTES[args.proposals]}. The two '
+        f'detectors are timed in one process, their iterations alternating: fastest of '
+        f'{args.repeat} iterations each, the fastest of {args.rounds} such processes; the '
+        f'ratio is that process\'s. Peak memory: growth of the peak resident memory over one '
+        f'iteration, in a process of its own that returns freed memory at once.', md,
         list(best.values()))
     plot(best, args.out + '.png')
     print(f'wrote {args.out}.md, {args.out}.json and {args.out}.png')
