@@ -390,7 +390,8 @@ struct OutMap {
 // transposed and no mixed row of all channels has to stay in the cache. A task keeps its
 // channel's mixed rows, row[j * wp + pad + x] with zeros around the map, in a ring; each row is
 // mixed once. Narrower rows fill too few lanes (a 7-wide row 7 of 16) and take conv_path_impl's
-// channels-last vectors (the two were even around 28 to 34, this path 0.5x-0.75x from 42 up).
+// channels-last vectors (the two were even at 25 to 34 wide, this path 0.5x-0.82x the time at
+// 42 to 160 wide, 1.05x-1.5x at 7 to 14).
 
 // n_t <= kMaxPlanarMaps maps (3 * heads) per mixed row: stack buffers in mix_planar_row.
 constexpr int64_t kMaxPlanarMaps = 64;
